@@ -1,0 +1,119 @@
+"""Read one source file or folder as it is: CSV as strings (bad lines kept), Parquet with its own types."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StringType, StructField, StructType
+
+from taxi_duration.errors import UnreadableInputError
+
+CORRUPT_RECORD = "_corrupt_record"
+_DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".txt")
+_REMOTE_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input dataset: a file, or a folder of part files written by Spark."""
+
+    path: str
+    kind: str  # "csv" | "parquet"
+
+    @property
+    def source_id(self) -> str:
+        """A short, path-safe, stable id: the file name plus a hash of the full path."""
+        base = os.path.basename(self.path.rstrip("/")) or "input"
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", base)[:60]
+        digest = hashlib.sha1(self.path.encode("utf-8")).hexdigest()[:8]
+        return f"{stem}-{digest}"
+
+
+def _kind_of(path: str) -> str | None:
+    lower = path.lower()
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lower.endswith((".csv", ".csv.gz", ".txt")):
+        return "csv"
+    return None
+
+
+def _folder_kind(path: str) -> str | None:
+    """The kind of a folder of Spark part files, from the part files it holds."""
+    kinds = {_kind_of(name) for name in os.listdir(path) if not name.startswith(("_", "."))}
+    kinds.discard(None)
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def expand_sources(paths: list[str]) -> list[Source]:
+    """Files, folders and globs -> datasets. Local paths are listed here; remote URIs go to Spark as given."""
+    sources: list[Source] = []
+    for given in paths:
+        if _REMOTE_SCHEME.match(given) and not given.startswith("file:"):
+            kind = _kind_of(given) or "parquet"
+            sources.append(Source(given, kind))
+            continue
+        local = given.removeprefix("file://").removeprefix("file:")
+        matches = sorted(glob.glob(local)) if any(ch in local for ch in "*?[") else [local]
+        if not matches or not all(os.path.exists(match) for match in matches):
+            raise UnreadableInputError(f"{given}: no such file or folder")
+        for match in matches:
+            sources.extend(_expand_local(os.path.abspath(match), given))
+    if not sources:
+        raise UnreadableInputError(f"{', '.join(paths)}: no CSV or Parquet trip files found")
+    return sources
+
+
+def _expand_local(path: str, given: str) -> list[Source]:
+    if os.path.isfile(path):
+        kind = _kind_of(path)
+        if kind is None:
+            raise UnreadableInputError(f"{given}: expected a .csv, .csv.gz or .parquet file, found '{path}'")
+        return [Source(path, kind)]
+    folder_kind = _folder_kind(path)
+    if folder_kind and any(name.startswith("part-") for name in os.listdir(path)):
+        return [Source(path, folder_kind)]
+    found: list[Source] = []
+    for name in sorted(os.listdir(path)):
+        if name.startswith(("_", ".")):
+            continue
+        found.extend(_expand_local(os.path.join(path, name), given) if _is_data(path, name) else [])
+    return found
+
+
+def _is_data(folder: str, name: str) -> bool:
+    full = os.path.join(folder, name)
+    return os.path.isdir(full) or name.lower().endswith(_DATA_SUFFIXES)
+
+
+def read_header(spark: SparkSession, source: Source) -> list[str]:
+    """Column names of a source, read cheaply (CSV header line, Parquet footer)."""
+    try:
+        if source.kind == "parquet":
+            return spark.read.parquet(source.path).columns
+        return spark.read.option("header", True).csv(source.path).columns
+    except AnalysisException as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise UnreadableInputError(f"{source.path}: cannot read as {source.kind} ({first})") from None
+
+
+def read_raw(spark: SparkSession, source: Source, columns: list[str]) -> DataFrame:
+    """The rows as stored. CSV values stay strings and lines with the wrong field count are kept,
+    marked in `_corrupt_record`, so the quality stage can quarantine them instead of Spark dropping them."""
+    if source.kind == "parquet":
+        return spark.read.parquet(source.path)
+    schema = StructType([StructField(name, StringType(), True) for name in columns])
+    schema = schema.add(StructField(CORRUPT_RECORD, StringType(), True))
+    return (
+        spark.read.schema(schema)
+        .option("header", True)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT_RECORD)
+        .csv(source.path)
+    )

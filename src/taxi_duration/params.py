@@ -1,0 +1,102 @@
+"""Pipeline parameters (quality bounds, model, grid): one YAML file validated into pydantic models."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from taxi_duration.errors import ConfigError
+
+ModelKind = Literal["gbt", "rf", "linear"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class QualityParams(_Strict):
+    min_duration_s: int = Field(60, ge=0)
+    max_duration_s: int = Field(21600, gt=0)
+    max_distance_miles: float = Field(200, gt=0)
+    max_speed_mph: float = Field(90, gt=0)
+    max_passenger_count: int = Field(9, ge=1)
+    min_year: int = 2009
+    max_year: int = 2030
+    nyc_bbox: tuple[float, float, float, float] = (40.40, -74.40, 41.10, -73.50)
+
+
+class TuneParams(_Strict):
+    method: Literal["train_validation_split", "cross_validator"] = "train_validation_split"
+    num_folds: int = Field(3, ge=2)
+    parallelism: int = Field(2, ge=1)
+    grid: dict[ModelKind, dict[str, list[Any]]] = Field(default_factory=dict)
+
+
+class TrainParams(_Strict):
+    model: ModelKind = "gbt"
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+    sample_fraction: float | None = Field(None, gt=0, le=1)
+    gbt: dict[str, Any] = Field(default_factory=dict)
+    rf: dict[str, Any] = Field(default_factory=dict)
+    linear: dict[str, Any] = Field(default_factory=dict)
+    tune: TuneParams = Field(default_factory=TuneParams)
+    promote_metric: Literal["rmsle", "rmse_minutes", "mae_minutes"] = "rmsle"
+
+
+class RegistryParams(_Strict):
+    challenger_alias: str = "challenger"
+    champion_alias: str = "champion"
+
+
+class PipelineParams(_Strict):
+    quality: QualityParams = Field(default_factory=QualityParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    registry: RegistryParams = Field(default_factory=RegistryParams)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _load_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+@lru_cache(maxsize=4)
+def load_params(path: Path | None = None) -> PipelineParams:
+    """The packaged defaults, with the user's file (if any) merged on top."""
+    defaults = _load_yaml(
+        resources.files("taxi_duration").joinpath("conf", "pipeline.yaml").read_text(encoding="utf-8"),
+        "pipeline.yaml",
+    )
+    data = defaults
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read pipeline parameters ({exc.strerror})") from None
+        data = _deep_merge(defaults, _load_yaml(text, str(path)))
+    try:
+        return PipelineParams.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{path or 'pipeline.yaml'}: {where}: {first['msg']}") from None

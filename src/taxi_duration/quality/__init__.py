@@ -1,0 +1,1 @@
+"""Data quality: every row is either a clean trip or quarantined with a reason."""

@@ -1,0 +1,66 @@
+"""One typed settings object: environment (TAXI_DURATION_*), `.env`, CLI flags on top."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where things live and how Spark and MLflow are reached."""
+
+    model_config = SettingsConfigDict(env_prefix="TAXI_DURATION_", env_file=".env", extra="ignore")
+
+    workspace: Path = Field(Path("workspace"), description="Folder for lakehouse tables, MLflow store, reports")
+    master: str = Field("local[*]", description="Spark master URL (local[*], spark://host:7077, yarn, k8s://...)")
+    remote: str | None = Field(None, description="Spark Connect URL (sc://host:15002); overrides master")
+    driver_memory: str = Field("4g", description="Driver heap for embedded/local Spark (set before the JVM starts)")
+    shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default SQLite under the workspace")
+    registry_uri: str | None = Field(None, description="MLflow registry URI; default: the tracking URI")
+    experiment: str = Field("taxi-duration", description="MLflow experiment name")
+    model_name: str = Field("taxi-duration", description="Registered model name")
+    config: Path | None = Field(None, description="Pipeline parameters YAML (default: the packaged one)")
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf (JSON in env)")
+    log_level: str = Field("WARN", description="Spark log level")
+
+    @property
+    def lakehouse(self) -> Path:
+        return self.workspace / "lakehouse"
+
+    @property
+    def trips_path(self) -> Path:
+        return self.lakehouse / "trips"
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.lakehouse / "quarantine"
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.lakehouse / "predictions"
+
+    @property
+    def reports_path(self) -> Path:
+        return self.workspace / "reports"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.workspace / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return (self.workspace / "mlartifacts").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings(**overrides: Any) -> Settings:
+    """The settings for this process; CLI flags are passed as overrides (None means "not given")."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**given)

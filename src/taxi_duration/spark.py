@@ -1,0 +1,49 @@
+"""The one Spark factory: embedded local, a cluster master URL, or a Spark Connect remote."""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+from taxi_duration.settings import Settings
+
+# TLC timestamps are New York wall-clock times without a zone; reading them in this zone makes
+# durations across daylight-saving changes come out right and hour-of-day features local.
+SESSION_TIME_ZONE = "America/New_York"
+
+
+def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSession:
+    """Build (or reuse) the session the settings describe. Only entry points call this."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    conf: dict[str, str] = {
+        "spark.sql.session.timeZone": SESSION_TIME_ZONE,
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.sql.parquet.compression.codec": "snappy",
+    }
+    if settings.remote:
+        builder = SparkSession.builder.remote(settings.remote)
+        session_conf = {**conf, **settings.spark_conf}
+        spark = builder.getOrCreate()
+        for key, value in session_conf.items():
+            spark.conf.set(key, value)
+        return spark
+
+    builder = SparkSession.builder.appName(app_name).master(settings.master)
+    static_conf = {
+        "spark.driver.memory": settings.driver_memory,
+        "spark.driver.host": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
+        "spark.driver.bindAddress": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.warehouse.dir": str((settings.workspace / "spark-warehouse").resolve()),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={(settings.workspace).resolve()}",
+    }
+    for key, value in {**static_conf, **conf, **settings.spark_conf}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    return spark
