@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 
 from pyspark.sql import SparkSession
 
@@ -11,6 +12,10 @@ from taxi_duration.settings import Settings
 # TLC timestamps are New York wall-clock times without a zone; reading them in this zone makes
 # durations across daylight-saving changes come out right and hour-of-day features local.
 SESSION_TIME_ZONE = "America/New_York"
+
+
+def _log4j_config() -> str:
+    return str(resources.files("taxi_duration").joinpath("conf", "log4j2.properties"))
 
 
 def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSession:
@@ -40,7 +45,9 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         "spark.driver.bindAddress": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.warehouse.dir": str((settings.workspace / "spark-warehouse").resolve()),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={(settings.workspace).resolve()}",
+        "spark.driver.extraJavaOptions": (
+            f"-Dderby.system.home={settings.workspace.resolve()} -Dlog4j2.configurationFile={_log4j_config()}"
+        ),
     }
     for key, value in {**static_conf, **conf, **settings.spark_conf}.items():
         builder = builder.config(key, value)

@@ -1,0 +1,197 @@
+"""Trip features as Spark SQL expressions over canonical trips.
+
+The same expressions are used three ways: `with_features` for DataFrames, `feature_sql` as the statement of a
+SQLTransformer that makes the logged PipelineModel self-contained (canonical trips in, prediction out), and
+as the reference the JVM-free scorer is tested against. Zone centroids, boroughs and holidays are embedded
+as literals, so no join or lookup table is needed at scoring time, on a cluster or over Spark Connect.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from functools import lru_cache
+
+import holidays
+from pyspark.sql import DataFrame
+
+from taxi_duration.zones import load_zones
+
+EARTH_RADIUS_KM = 6371.0088
+KM_PER_MILE = 1.609344
+# Streets are not straight lines: recorded meter distance over centroid distance is about 1.3 in TLC data.
+ROAD_FACTOR = 1.3
+MISSING_DISTANCE = -1.0  # trees split it off; recorded distance is absent in FHV and Kaggle files
+HOLIDAY_YEARS = range(2009, 2031)
+
+# Coordinates -> nearest zone, for sources that have coordinates instead of zone ids (Kaggle, TLC 2009-2015):
+# a grid of GRID_STEP degrees over the zone centroids' extent, each cell holding its nearest centroid.
+GRID_LAT_MIN, GRID_LAT_MAX = 40.49, 40.93
+GRID_LON_MIN, GRID_LON_MAX = -74.27, -73.68
+GRID_STEP = 0.01
+GRID_COLS = round((GRID_LON_MAX - GRID_LON_MIN) / GRID_STEP)
+GRID_ROWS = round((GRID_LAT_MAX - GRID_LAT_MIN) / GRID_STEP)
+
+LABEL = "label"  # natural log of the duration in seconds: errors become relative, as RMSLE scores them
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "pickup_hour",
+    "pickup_weekday",
+    "is_weekend",
+    "is_holiday",
+    "pickup_month",
+    "pickup_lat",
+    "pickup_lon",
+    "dropoff_lat",
+    "dropoff_lon",
+    "centroid_distance_km",
+    "bearing_deg",
+    "pickup_borough",
+    "dropoff_borough",
+    "pickup_is_airport",
+    "dropoff_is_airport",
+    "same_zone",
+    "trip_distance_filled",
+    "distance",
+)
+# The classic course pipeline: VectorAssembler(['distance', 'hour', 'day_of_week']) + RandomForestRegressor.
+CLASSIC_FEATURE_COLUMNS: tuple[str, ...] = ("distance", "pickup_hour", "pickup_weekday")
+
+
+@lru_cache(maxsize=1)
+def us_holidays() -> tuple[date, ...]:
+    """US federal holidays (observed dates included) for the years TLC data covers."""
+    return tuple(sorted(holidays.country_holidays("US", years=HOLIDAY_YEARS).keys()))
+
+
+@lru_cache(maxsize=1)
+def zone_grid() -> tuple[int, ...]:
+    """Nearest zone id for each grid cell, row-major from (GRID_LAT_MIN, GRID_LON_MIN)."""
+    centroids = [(z.location_id, z.centroid_lat, z.centroid_lon) for z in load_zones() if z.centroid_lat]
+    cos_lat = math.cos(math.radians((GRID_LAT_MIN + GRID_LAT_MAX) / 2))
+    cells = []
+    for row in range(GRID_ROWS):
+        lat = GRID_LAT_MIN + (row + 0.5) * GRID_STEP
+        for col in range(GRID_COLS):
+            lon = GRID_LON_MIN + (col + 0.5) * GRID_STEP
+            nearest = min(
+                centroids, key=lambda c: (c[1] - lat) ** 2 + ((c[2] - lon) * cos_lat) ** 2  # type: ignore[operator]
+            )
+            cells.append(nearest[0])
+    return tuple(cells)
+
+
+def _map_literal(pairs: list[tuple[int, object]], value_type: str) -> str:
+    body = ", ".join(f"{key}, CAST({value} AS {value_type})" for key, value in pairs)
+    return f"map({body})"
+
+
+@lru_cache(maxsize=1)
+def _literals() -> dict[str, str]:
+    zones = load_zones()
+    with_geometry = [z for z in zones if z.centroid_lat is not None]
+    holiday_list = ", ".join(f"DATE'{day.isoformat()}'" for day in us_holidays())
+    grid = zone_grid()
+    return {
+        "lat": _map_literal([(z.location_id, repr(z.centroid_lat)) for z in with_geometry], "DOUBLE"),
+        "lon": _map_literal([(z.location_id, repr(z.centroid_lon)) for z in with_geometry], "DOUBLE"),
+        "borough": _map_literal([(z.location_id, z.borough_code) for z in zones], "INT"),
+        "airport": _map_literal([(z.location_id, z.is_airport) for z in zones if z.is_airport], "INT"),
+        "holidays": f"array({holiday_list})",
+        "grid": f"array({', '.join(str(zone) for zone in grid)})",
+    }
+
+
+def _grid_zone(lat: str, lon: str) -> str:
+    """SQL: the zone id of the grid cell holding (lat, lon), or NULL outside the grid."""
+    row = f"CAST(FLOOR(({lat} - {GRID_LAT_MIN}) / {GRID_STEP}) AS INT)"
+    col = f"CAST(FLOOR(({lon} - ({GRID_LON_MIN})) / {GRID_STEP}) AS INT)"
+    inside = f"{row} BETWEEN 0 AND {GRID_ROWS - 1} AND {col} BETWEEN 0 AND {GRID_COLS - 1}"
+    return f"CASE WHEN {inside} THEN element_at(__GRID__, {row} * {GRID_COLS} + {col} + 1) END"
+
+
+def feature_stages() -> list[list[tuple[str, str]]]:
+    """Feature expressions in dependency order: each stage may use the columns of the ones before."""
+    lit = _literals()
+    zone_pu = "_pu_zone"
+    zone_do = "_do_zone"
+    stage_zones = [
+        (
+            zone_pu,
+            f"COALESCE(pickup_location_id, {_grid_zone('pickup_latitude', 'pickup_longitude')})",
+        ),
+        (
+            zone_do,
+            f"COALESCE(dropoff_location_id, {_grid_zone('dropoff_latitude', 'dropoff_longitude')})",
+        ),
+    ]
+    stage_base = [
+        ("pickup_hour", "HOUR(pickup_datetime)"),
+        # Spark's dayofweek is 1 = Sunday; ISO weekday (1 = Monday) reads better and matches Python
+        ("pickup_weekday", "(DAYOFWEEK(pickup_datetime) + 5) % 7 + 1"),
+        ("is_weekend", "CASE WHEN DAYOFWEEK(pickup_datetime) IN (1, 7) THEN 1 ELSE 0 END"),
+        ("is_holiday", f"CASE WHEN array_contains({lit['holidays']}, TO_DATE(pickup_datetime)) THEN 1 ELSE 0 END"),
+        ("pickup_month", "MONTH(pickup_datetime)"),
+        ("pickup_lat", f"COALESCE(pickup_latitude, element_at({lit['lat']}, {zone_pu}))"),
+        ("pickup_lon", f"COALESCE(pickup_longitude, element_at({lit['lon']}, {zone_pu}))"),
+        ("dropoff_lat", f"COALESCE(dropoff_latitude, element_at({lit['lat']}, {zone_do}))"),
+        ("dropoff_lon", f"COALESCE(dropoff_longitude, element_at({lit['lon']}, {zone_do}))"),
+        ("pickup_borough", f"COALESCE(element_at({lit['borough']}, {zone_pu}), 0)"),
+        ("dropoff_borough", f"COALESCE(element_at({lit['borough']}, {zone_do}), 0)"),
+        ("pickup_is_airport", f"COALESCE(element_at({lit['airport']}, {zone_pu}), 0)"),
+        ("dropoff_is_airport", f"COALESCE(element_at({lit['airport']}, {zone_do}), 0)"),
+        ("same_zone", f"CASE WHEN {zone_pu} = {zone_do} THEN 1 ELSE 0 END"),
+        ("trip_distance_filled", f"COALESCE(CAST(trip_distance AS DOUBLE), {MISSING_DISTANCE})"),
+    ]
+    dlat = "RADIANS(dropoff_lat - pickup_lat)"
+    dlon = "RADIANS(dropoff_lon - pickup_lon)"
+    haversine = (
+        f"2 * {EARTH_RADIUS_KM} * ASIN(SQRT(POWER(SIN({dlat} / 2), 2) + "
+        f"COS(RADIANS(pickup_lat)) * COS(RADIANS(dropoff_lat)) * POWER(SIN({dlon} / 2), 2)))"
+    )
+    bearing = (
+        f"DEGREES(ATAN2(SIN({dlon}) * COS(RADIANS(dropoff_lat)), "
+        f"COS(RADIANS(pickup_lat)) * SIN(RADIANS(dropoff_lat)) - "
+        f"SIN(RADIANS(pickup_lat)) * COS(RADIANS(dropoff_lat)) * COS({dlon})))"
+    )
+    stage_geo = [
+        ("centroid_distance_km", f"COALESCE({haversine}, 0.0)"),
+        ("bearing_deg", f"COALESCE({bearing}, 0.0)"),
+    ]
+    stage_distance = [
+        (
+            "distance",
+            # recorded miles where the meter has them, else the centroid distance stretched to road miles
+            f"COALESCE(CAST(trip_distance AS DOUBLE), centroid_distance_km / {KM_PER_MILE} * {ROAD_FACTOR})",
+        )
+    ]
+    grid = lit["grid"]
+    return [
+        [(name, expr.replace("__GRID__", grid)) for name, expr in stage_zones],
+        stage_base,
+        stage_geo,
+        stage_distance,
+    ]
+
+
+def feature_sql() -> str:
+    """One SQLTransformer statement adding every feature to `__THIS__` (nested selects, one per stage)."""
+    statement = "__THIS__"
+    for stage in feature_stages():
+        columns = ", ".join(f"{expr} AS {name}" for name, expr in stage)
+        statement = f"SELECT *, {columns} FROM {statement}" if statement == "__THIS__" else (
+            f"SELECT *, {columns} FROM ({statement}) AS s"
+        )
+    return statement
+
+
+def with_features(df: DataFrame) -> DataFrame:
+    """Canonical trips -> the same rows with every feature column added."""
+    for stage in feature_stages():
+        df = df.selectExpr("*", *[f"{expr} AS {name}" for name, expr in stage])
+    return df.drop("_pu_zone", "_do_zone")
+
+
+def with_label(df: DataFrame) -> DataFrame:
+    """The training label: ln(duration in seconds)."""
+    return df.selectExpr("*", f"LN(duration_s) AS {LABEL}")

@@ -1,0 +1,1 @@
+"""Model registry: register each trained model, alias it challenger, promote to champion only if better."""

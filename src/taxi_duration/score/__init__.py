@@ -1,0 +1,1 @@
+"""Batch scoring of trips with a registered model."""

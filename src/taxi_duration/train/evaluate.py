@@ -1,0 +1,80 @@
+"""Metrics in minutes (RMSE, MAE, RMSLE, R²) and the zone-pair median baseline they are compared with."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+PREDICTED_MINUTES = "predicted_minutes"
+ACTUAL_MINUTES = "actual_minutes"
+METRIC_NAMES = ("rmse_minutes", "mae_minutes", "rmsle", "r2", "rows")
+
+
+def minutes_from_log_seconds(prediction: Column) -> Column:
+    """Model output (ln seconds) -> minutes."""
+    return F.exp(prediction) / F.lit(60.0)
+
+
+def regression_metrics(df: DataFrame, predicted: str = PREDICTED_MINUTES, actual: str = ACTUAL_MINUTES) -> dict:
+    """One aggregation over (predicted, actual) minutes: rmse_minutes, mae_minutes, rmsle, r2, rows."""
+    p, a = F.col(predicted), F.col(actual)
+    row = df.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.avg((p - a) ** 2).alias("mse"),
+        F.avg(F.abs(p - a)).alias("mae"),
+        F.avg((F.log1p(p) - F.log1p(a)) ** 2).alias("msle"),
+        F.var_pop(a).alias("var"),
+    ).first()
+    if row is None or not row["rows"]:
+        return dict.fromkeys(METRIC_NAMES, float("nan"))
+    mse, var = float(row["mse"]), float(row["var"] or 0.0)
+    return {
+        "rmse_minutes": mse**0.5,
+        "mae_minutes": float(row["mae"]),
+        "rmsle": float(row["msle"]) ** 0.5,
+        "r2": 1.0 - mse / var if var > 0 else float("nan"),
+        "rows": int(row["rows"]),
+    }
+
+
+def zone_pair_medians(train: DataFrame) -> DataFrame:
+    """Median duration (minutes) per pickup/dropoff zone pair, per pickup zone and overall, from training trips.
+
+    Columns: pickup_location_id, dropoff_location_id (null = any), median_minutes, level (2 pair, 1 zone, 0 all).
+    """
+    minutes = F.col("duration_s") / F.lit(60.0)
+    by_pair = train.groupBy("pickup_location_id", "dropoff_location_id").agg(
+        F.median(minutes).alias("median_minutes"), F.lit(2).alias("level")
+    )
+    by_zone = train.groupBy("pickup_location_id").agg(
+        F.lit(None).cast("int").alias("dropoff_location_id"),
+        F.median(minutes).alias("median_minutes"),
+        F.lit(1).alias("level"),
+    )
+    overall = train.agg(
+        F.lit(None).cast("int").alias("pickup_location_id"),
+        F.lit(None).cast("int").alias("dropoff_location_id"),
+        F.median(minutes).alias("median_minutes"),
+        F.lit(0).alias("level"),
+    )
+    return by_pair.unionByName(by_zone).unionByName(overall)
+
+
+def with_baseline_prediction(medians: DataFrame) -> callable:  # type: ignore[valid-type]
+    """Step adding `baseline_minutes`: the pair median, else the pickup-zone median, else the overall median."""
+    pairs = medians.filter("level = 2").select(
+        "pickup_location_id", "dropoff_location_id", F.col("median_minutes").alias("_pair")
+    )
+    zones = medians.filter("level = 1").select("pickup_location_id", F.col("median_minutes").alias("_zone"))
+    overall = medians.filter("level = 0").select(F.col("median_minutes").alias("_all"))
+
+    def step(df: DataFrame) -> DataFrame:
+        return (
+            df.join(pairs, on=["pickup_location_id", "dropoff_location_id"], how="left")
+            .join(zones, on="pickup_location_id", how="left")
+            .crossJoin(overall)
+            .withColumn("baseline_minutes", F.coalesce("_pair", "_zone", "_all"))
+            .drop("_pair", "_zone", "_all")
+        )
+
+    return step

@@ -1,0 +1,288 @@
+"""The train job: split, fit, evaluate against the baseline, log to MLflow, register, promote."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.spark
+from mlflow.tracking import MlflowClient
+from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
+from pyspark.ml.evaluation import RegressionEvaluator
+from pyspark.ml.tuning import CrossValidator, TrainValidationSplit
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from taxi_duration import __version__
+from taxi_duration.errors import NoDataError
+from taxi_duration.features.definitions import LABEL, with_label
+from taxi_duration.params import ModelKind, PipelineParams
+from taxi_duration.registry.promotion import PromotionDecision, alias_version, decide_promotion
+from taxi_duration.train import plots
+from taxi_duration.train.evaluate import (
+    ACTUAL_MINUTES,
+    PREDICTED_MINUTES,
+    minutes_from_log_seconds,
+    regression_metrics,
+    with_baseline_prediction,
+    zone_pair_medians,
+)
+from taxi_duration.train.pipeline import PREDICTION, build_pipeline, feature_columns, param_grid
+from taxi_duration.train.split import cutoff_micros, time_split
+
+PLOT_SAMPLE_ROWS = 5000
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_name: str
+    model_version: str
+    model_kind: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    promotion: dict[str, Any]
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pip_requirements() -> list[str]:
+    """What the logged Spark model needs, given explicitly (inferring it starts a second JVM)."""
+    import pyspark
+
+    return [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
+
+
+def training_frame(trips: DataFrame, sample_fraction: float | None, seed: int) -> DataFrame:
+    """Trips usable for training (known duration) with the label; optionally a sample."""
+    usable = trips.filter(F.col("duration_s").isNotNull() & (F.col("duration_s") > 0))
+    if sample_fraction is not None and sample_fraction < 1.0:
+        usable = usable.sample(fraction=sample_fraction, seed=seed)
+    return usable.transform(with_label)
+
+
+def predict_minutes(model: PipelineModel, df: DataFrame) -> DataFrame:
+    """Model predictions with predicted and actual minutes."""
+    return (
+        model.transform(df)
+        .withColumn(PREDICTED_MINUTES, minutes_from_log_seconds(F.col(PREDICTION)))
+        .withColumn(ACTUAL_MINUTES, F.col("duration_s") / F.lit(60.0))
+    )
+
+
+def fit_model(train: DataFrame, kind: ModelKind, params: PipelineParams, tune: bool) -> tuple[PipelineModel, dict]:
+    """Fit the pipeline; with `tune`, search the grid with TrainValidationSplit or CrossValidator."""
+    pipeline = build_pipeline(kind, params.train)
+    if not tune:
+        return pipeline.fit(train), {}
+    grid = param_grid(pipeline, kind, params.train)
+    evaluator = RegressionEvaluator(labelCol=LABEL, predictionCol=PREDICTION, metricName="rmse")
+    tune_params = params.train.tune
+    searcher: TrainValidationSplit | CrossValidator
+    if tune_params.method == "cross_validator":
+        searcher = CrossValidator(
+            estimator=pipeline,
+            estimatorParamMaps=grid,
+            evaluator=evaluator,
+            numFolds=tune_params.num_folds,
+            parallelism=tune_params.parallelism,
+            seed=params.train.seed,
+        )
+    else:
+        searcher = TrainValidationSplit(
+            estimator=pipeline,
+            estimatorParamMaps=grid,
+            evaluator=evaluator,
+            trainRatio=0.8,
+            parallelism=tune_params.parallelism,
+            seed=params.train.seed,
+        )
+    search = searcher.fit(train)
+    scores = search.avgMetrics if isinstance(searcher, CrossValidator) else search.validationMetrics
+    best_index = min(range(len(scores)), key=lambda i: scores[i])
+    best = {param.name: value for param, value in grid[best_index].items()}
+    tuning = {"grid_size": len(grid), "best_params": best, "best_log_rmse": scores[best_index]}
+    return search.bestModel, tuning
+
+
+def _importances(model: PipelineModel, kind: ModelKind) -> list[float]:
+    last = model.stages[-1]
+    if kind == "linear":
+        return [abs(float(c)) for c in last.coefficients]  # type: ignore[attr-defined]
+    return [float(v) for v in last.featureImportances.toArray()]  # type: ignore[attr-defined]
+
+
+def run_train(
+    trips: DataFrame,
+    *,
+    kind: ModelKind,
+    params: PipelineParams,
+    tune: bool,
+    model_name: str,
+    experiment_id: str,
+    data_info: dict[str, Any],
+) -> TrainResult:
+    """Train, evaluate, log and register one model; promote it if it beats the champion."""
+    train_params = params.train
+    labeled = training_frame(trips, train_params.sample_fraction, train_params.seed)
+    cutoff = cutoff_micros(labeled, train_params.validation_fraction)
+    train, valid = time_split(labeled, cutoff)
+    train = train.persist(StorageLevel.MEMORY_AND_DISK)
+    valid = valid.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        stats = _data_stats(train, valid)
+        if stats["train_rows"] == 0 or stats["validation_rows"] == 0:
+            raise NoDataError(
+                f"not enough trips to split by time: {stats['train_rows']} before and "
+                f"{stats['validation_rows']} after the cutoff; ingest more data"
+            )
+        model, tuning = fit_model(train, kind, params, tune)
+        scored = predict_minutes(model, valid).transform(with_baseline_prediction(zone_pair_medians(train)))
+        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+        metrics = regression_metrics(scored)
+        baseline = regression_metrics(scored, predicted="baseline_minutes")
+        data = {**data_info, **stats, "cutoff": datetime.fromtimestamp(cutoff / 1e6).isoformat()}
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            _log_run(model, kind, params, tune, tuning, metrics, baseline, data, scored)
+            info = mlflow.spark.log_model(model, "model", pip_requirements=pip_requirements())
+            version, decision = _register_and_promote(
+                info.model_uri, model_name, params, run.info.run_id, metrics, valid
+            )
+        scored.unpersist()
+    finally:
+        train.unpersist()
+        valid.unpersist()
+    return TrainResult(
+        run_id=run.info.run_id,
+        model_name=model_name,
+        model_version=version,
+        model_kind=kind,
+        metrics=metrics,
+        baseline_metrics=baseline,
+        promotion=asdict(decision),
+        data=data,
+    )
+
+
+def _data_stats(train: DataFrame, valid: DataFrame) -> dict[str, Any]:
+    row = (
+        train.select(F.lit(1).alias("is_train"), "pickup_datetime")
+        .unionByName(valid.select(F.lit(0).alias("is_train"), "pickup_datetime"))
+        .agg(
+            F.sum("is_train").alias("train_rows"),
+            F.sum(1 - F.col("is_train")).alias("validation_rows"),
+            F.min("pickup_datetime").alias("first_pickup"),
+            F.max("pickup_datetime").alias("last_pickup"),
+        )
+        .first()
+    )
+    assert row is not None
+    return {
+        "train_rows": int(row["train_rows"] or 0),
+        "validation_rows": int(row["validation_rows"] or 0),
+        "first_pickup": row["first_pickup"].isoformat() if row["first_pickup"] else None,
+        "last_pickup": row["last_pickup"].isoformat() if row["last_pickup"] else None,
+    }
+
+
+def _log_run(
+    model: PipelineModel,
+    kind: ModelKind,
+    params: PipelineParams,
+    tune: bool,
+    tuning: dict[str, Any],
+    metrics: dict[str, float],
+    baseline: dict[str, float],
+    data: dict[str, Any],
+    scored: DataFrame,
+) -> None:
+    estimator = model.stages[-1]
+    mlflow.set_tags({"model_kind": kind, "taxi_duration_version": __version__, "tuned": str(tune).lower()})
+    mlflow.log_params(
+        {
+            "model_kind": kind,
+            "features": ",".join(feature_columns(kind)),
+            "label": "ln(duration_s)",
+            "validation_fraction": params.train.validation_fraction,
+            "seed": params.train.seed,
+            "tune": tune,
+            **{f"data_{k}": v for k, v in data.items() if not isinstance(v, list | dict)},
+            **{
+                f"estimator_{p.name}": v
+                for p, v in estimator.extractParamMap().items()
+                if p.name not in {"featuresCol", "labelCol", "predictionCol"}
+            },
+        }
+    )
+    mlflow.log_metrics({k: v for k, v in metrics.items() if k != "rows"})
+    mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline.items() if k != "rows"})
+    mlflow.log_dict(data, "data.json")
+    if tuning:
+        mlflow.log_dict(tuning, "tuning.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        names = list(feature_columns(kind))
+        plots.plot_feature_importance(
+            names, _importances(model, kind), folder / "feature_importance.png", f"{kind} feature importance"
+        )
+        by_hour = (
+            scored.groupBy(F.hour("pickup_datetime").alias("pickup_hour"))
+            .agg(
+                F.avg(F.col(PREDICTED_MINUTES) - F.col(ACTUAL_MINUTES)).alias("mean_residual"),
+                F.avg(F.abs(F.col(PREDICTED_MINUTES) - F.col(ACTUAL_MINUTES))).alias("mean_abs_error"),
+                F.avg(F.abs(F.col("baseline_minutes") - F.col(ACTUAL_MINUTES))).alias("baseline_mean_abs_error"),
+            )
+            .orderBy("pickup_hour")
+            .toPandas()
+        )
+        plots.plot_residuals_by_hour(by_hour, folder / "residuals_by_hour.png")
+        fraction = min(1.0, PLOT_SAMPLE_ROWS / max(1, int(metrics["rows"])))
+        sample = (
+            scored.sample(fraction=fraction, seed=params.train.seed)
+            .select(ACTUAL_MINUTES, PREDICTED_MINUTES)
+            .limit(PLOT_SAMPLE_ROWS)
+            .toPandas()
+        )
+        plots.plot_predicted_vs_actual(sample, folder / "predicted_vs_actual.png")
+        by_hour.to_csv(folder / "residuals_by_hour.csv", index=False)
+        mlflow.log_artifacts(str(folder), "plots")
+
+
+def _register_and_promote(
+    model_uri: str,
+    model_name: str,
+    params: PipelineParams,
+    run_id: str,
+    metrics: dict[str, float],
+    valid: DataFrame,
+) -> tuple[str, PromotionDecision]:
+    client = MlflowClient()
+    aliases = params.registry
+    version = str(mlflow.register_model(model_uri, model_name).version)
+    client.set_registered_model_alias(model_name, aliases.challenger_alias, version)
+    metric = params.train.promote_metric
+    champion_version = alias_version(client, model_name, aliases.champion_alias)
+    champion_score: float | None = None
+    if champion_version is not None:
+        # the champion is scored on this run's validation trips, so both numbers mean the same thing
+        champion = mlflow.spark.load_model(f"models:/{model_name}@{aliases.champion_alias}")
+        champion_score = regression_metrics(predict_minutes(champion, valid))[metric]
+        mlflow.log_metric(f"champion_{metric}", champion_score)
+    decision = decide_promotion(metric, metrics[metric], champion_score, champion_version)
+    if decision.promote:
+        client.set_registered_model_alias(model_name, aliases.champion_alias, version)
+    decision_text = json.dumps(asdict(decision))
+    mlflow.set_tags({"promotion_decision": decision_text, "promoted": str(decision.promote).lower()})
+    client.set_model_version_tag(model_name, version, "promotion_decision", decision_text)
+    client.set_model_version_tag(model_name, version, "run_id", run_id)
+    for name, value in metrics.items():
+        client.set_model_version_tag(model_name, version, f"validation_{name}", str(value))
+    return version, decision
