@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+from taxi_duration.spark import SESSION_TIME_ZONE, use_session_time_zone_in_python
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+use_session_time_zone_in_python()
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "src" / "taxi_duration" / "data"
@@ -26,7 +29,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.default.parallelism", "2")
-        .config("spark.sql.session.timeZone", "America/New_York")
+        .config("spark.sql.session.timeZone", SESSION_TIME_ZONE)
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         .config("spark.sql.warehouse.dir", str(warehouse))
         .config("spark.driver.memory", "2g")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from importlib import resources
 
 from pyspark.sql import SparkSession
@@ -14,6 +15,13 @@ from taxi_duration.settings import Settings
 SESSION_TIME_ZONE = "America/New_York"
 
 
+def use_session_time_zone_in_python() -> None:
+    """Make Python's naive datetimes New York time too: `collect()` and `createDataFrame` convert through
+    the driver process's local zone, not the session's, so the two must agree."""
+    os.environ["TZ"] = SESSION_TIME_ZONE
+    time.tzset()
+
+
 def _log4j_config() -> str:
     return str(resources.files("taxi_duration").joinpath("conf", "log4j2.properties"))
 
@@ -22,6 +30,7 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
     """Build (or reuse) the session the settings describe. Only entry points call this."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    use_session_time_zone_in_python()
     conf: dict[str, str] = {
         "spark.sql.session.timeZone": SESSION_TIME_ZONE,
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
