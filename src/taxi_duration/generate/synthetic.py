@@ -115,11 +115,10 @@ ROAD_FACTOR = 1.3
 DISTANCE_SIGMA = 0.25
 MIN_DISTANCE_MILES = 0.05
 
-# Speed (mph) = BASE * hour factor * zone factors * distance factor * lognormal noise, plus a fixed overhead.
-BASE_SPEED_MPH = 7.6
-SPEED_DISTANCE_POWER = 0.45  # longer trips use avenues and highways: factor ((d + 1) / 2) ** power
-SPEED_SIGMA = 0.3
-TRIP_OVERHEAD_S = 30.0
+# Speed (mph) = BASE * hour factor * zone factors * distance factor * lognormal noise.
+BASE_SPEED_MPH = 7.1
+SPEED_DISTANCE_POWER = 0.42  # longer trips use avenues and highways: factor ((d + 1) / 2) ** power
+SPEED_SIGMA = 0.35
 MIN_DURATION_S = 60
 MAX_DURATION_S = 5 * 3600
 # Relative speed by hour (0-23), weekdays then weekends; from median speeds of the 2019-03 sample.
@@ -298,11 +297,13 @@ def alias_table(weights: list[float]) -> tuple[list[float], list[int]]:
 
 
 def _doubles(values: list[float] | tuple[float, ...]) -> Column:
-    return F.array(*(F.lit(float(v)) for v in values))
+    """A literal array<double> (one literal, not one per element)."""
+    return F.lit(np.asarray(values, dtype=np.float64))
 
 
 def _ints(values: list[int] | tuple[int, ...]) -> Column:
-    return F.array(*(F.lit(int(v)) for v in values))
+    """A literal array<int>."""
+    return F.lit(np.asarray(values, dtype=np.int32))
 
 
 def _at(values: Column, index: Column) -> Column:
@@ -597,7 +598,7 @@ def synthetic_trips(
         * F.pow((F.col("miles") + 1.0) / 2.0, SPEED_DISTANCE_POWER)
         * F.exp(SPEED_SIGMA * _normal(seed, 8))
     )
-    natural = F.round(F.col("miles") / mph * 3600.0 + TRIP_OVERHEAD_S).cast("long")
+    natural = F.round(F.col("miles") / mph * 3600.0).cast("long")
     trips = trips.withColumn(
         "natural_s", F.least(F.greatest(natural, F.lit(MIN_DURATION_S)), F.lit(MAX_DURATION_S))
     )

@@ -1,0 +1,88 @@
+"""The real pipeline through the CLI on the real TLC sample: ingest, train (twice), score, report, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
+from typer.testing import CliRunner
+
+from taxi_duration import cli
+
+pytestmark = pytest.mark.slow
+
+
+def run(workspace: Path, *args: str) -> dict:
+    result = CliRunner().invoke(cli.app, ["--workspace", str(workspace), *args, "--json"])
+    assert result.exit_code == 0, result.output + (str(result.exception) if result.exception else "")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> Path:
+    return tmp_path_factory.mktemp("workspace")
+
+
+def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: SparkSession) -> None:
+    sample = str(data_dir / "taxis_sample_2019-03.csv")
+    ingested = run(workspace, "ingest", sample)
+    assert (ingested["rows_in"], ingested["rows_clean"], ingested["rows_quarantined"]) == (6500, 6352, 148)
+    assert json.loads((workspace / "reports" / "quality_report.json").read_text())["rows_in"] == 6500
+
+    gbt = run(workspace, "train", "--model", "gbt")
+    assert gbt["model_version"] == "1"
+    assert gbt["promotion"]["promote"] is True
+    # the acceptance bar: on the real sample the model beats the zone-pair median baseline on RMSLE
+    assert gbt["metrics"]["rmsle"] < gbt["baseline_metrics"]["rmsle"]
+    assert gbt["metrics"]["rows"] == gbt["data"]["validation_rows"] > 1000
+    assert gbt["data"]["train_rows"] + gbt["data"]["validation_rows"] == 6352
+
+    linear = run(workspace, "train", "--model", "linear")
+    assert linear["model_version"] == "2"
+    decision = linear["promotion"]
+    assert decision["champion_version"] == "1"
+    assert decision["promote"] is (decision["challenger"] < decision["champion"])
+    client = MlflowClient(tracking_uri=f"sqlite:///{workspace.resolve() / 'mlflow.db'}")
+    champion = str(client.get_model_version_by_alias("taxi-duration", "champion").version)
+    challenger = str(client.get_model_version_by_alias("taxi-duration", "challenger").version)
+    assert (champion, challenger) == ("2" if decision["promote"] else "1", "2")
+    artifacts = {a.path for a in client.list_artifacts(gbt["run_id"], "plots")}
+    assert {"plots/feature_importance.png", "plots/residuals_by_hour.png", "plots/predicted_vs_actual.png"} <= artifacts
+
+    scored = run(workspace, "score")
+    assert (scored["rows"], scored["model_version"]) == (6352, champion)
+    predictions = spark.read.parquet(scored["predictions_path"])
+    assert predictions.filter("predicted_duration_minutes IS NULL OR predicted_duration_minutes <= 0").count() == 0
+
+    reported = run(workspace, "report")
+    html = Path(reported["report_path"]).read_text(encoding="utf-8")
+    assert "Manhattan" in html and "data:image/png;base64," in html
+    boroughs = {row["pickup_borough"]: row["trips"] for row in reported["by_borough"]}
+    assert sum(boroughs.values()) == 6352 and max(boroughs, key=boroughs.__getitem__) == "Manhattan"
+
+
+def test_unknown_format_is_one_line_and_non_zero(tmp_path: Path, spark: SparkSession, capsys, monkeypatch) -> None:
+    weird = tmp_path / "weather.csv"
+    weird.write_text("city,temperature\nNYC,3\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["taxi-duration", "--workspace", str(tmp_path / "ws"), "ingest", str(weird)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: {weird}: columns match no known trip format; found [city, temperature]; "
+        "known formats: yellow, green, hvfhv, fhv, kaggle_train, kaggle_test"
+    )
+    assert not (tmp_path / "ws" / "lakehouse").exists()
+
+
+def test_score_before_train_says_what_to_do(tmp_path: Path, spark: SparkSession, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["taxi-duration", "--workspace", str(tmp_path), "train"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert "no trips table yet; run `taxi-duration ingest PATH...` first" in capsys.readouterr().err
