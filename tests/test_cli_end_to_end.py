@@ -51,7 +51,11 @@ def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: Spa
     challenger = str(client.get_model_version_by_alias("taxi-duration", "challenger").version)
     assert (champion, challenger) == ("2" if decision["promote"] else "1", "2")
     artifacts = {a.path for a in client.list_artifacts(gbt["run_id"], "plots")}
-    assert {"plots/feature_importance.png", "plots/residuals_by_hour.png", "plots/predicted_vs_actual.png"} <= artifacts
+    assert {
+        "plots/feature_importance.png",
+        "plots/residuals_by_hour.png",
+        "plots/predicted_vs_actual.png",
+    } <= artifacts
 
     scored = run(workspace, "score")
     assert (scored["rows"], scored["model_version"]) == (6352, champion)

@@ -67,8 +67,7 @@ def test_zone_features_and_airports(trips: DataFrame) -> None:
     # in Manhattan too (nearest centroids, found through the grid)
     expected = trips.sparkSession.createDataFrame(
         [(1, 3, 1, 1, 0, 0), (2, 1, 1, 0, 0, 1), (3, 1, 1, 0, 0, 0)],
-        "id int, pickup_borough int, dropoff_borough int, pickup_is_airport int, dropoff_is_airport int, "
-        "same_zone int",
+        "id int, pickup_borough int, dropoff_borough int, pickup_is_airport int, dropoff_is_airport int, same_zone int",
     )
     assertDataFrameEqual(result, expected)
 
@@ -81,7 +80,11 @@ def test_distance_features(trips: DataFrame) -> None:
     assert rows[1]["distance"] == 17.2 and rows[1]["trip_distance_filled"] == 17.2
     # JFK lies south-east of Midtown: heading from JFK to Midtown is north-west (between -90 and 0 degrees)
     assert -90 < rows[1]["bearing_deg"] < 0
-    assert (rows[2]["centroid_distance_km"], rows[2]["distance"], rows[2]["trip_distance_filled"]) == (0.0, 0.0, -1.0)
+    assert (rows[2]["centroid_distance_km"], rows[2]["distance"], rows[2]["trip_distance_filled"]) == (
+        0.0,
+        0.0,
+        -1.0,
+    )
     kaggle_km = haversine_km(40.767937, -73.982155, 40.765602, -73.96463)
     assert rows[3]["centroid_distance_km"] == pytest.approx(kaggle_km, rel=1e-12)
     assert rows[3]["distance"] == pytest.approx(kaggle_km / KM_PER_MILE * ROAD_FACTOR, rel=1e-12)

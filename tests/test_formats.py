@@ -17,7 +17,14 @@ GREEN = [
     "tip_amount", "tolls_amount", "ehail_fee", "improvement_surcharge", "total_amount", "payment_type",
     "trip_type", "congestion_surcharge",
 ]  # fmt: skip
-FHV_2019 = ["dispatching_base_num", "pickup_datetime", "dropOff_datetime", "PUlocationID", "DOlocationID", "SR_Flag"]
+FHV_2019 = [
+    "dispatching_base_num",
+    "pickup_datetime",
+    "dropOff_datetime",
+    "PUlocationID",
+    "DOlocationID",
+    "SR_Flag",
+]
 HVFHV = [
     "hvfhs_license_num", "dispatching_base_num", "originating_base_num", "request_datetime", "on_scene_datetime",
     "pickup_datetime", "dropoff_datetime", "PULocationID", "DOLocationID", "trip_miles", "trip_time",

@@ -94,7 +94,9 @@ def test_reingesting_a_file_replaces_its_rows_and_keeps_other_files(spark: Spark
     second = write_csv(tmp_path / "b.csv", HEADER, [YELLOW_LINES[14][0]])
     ingest(spark, tmp_path, [first, second])
     ingest(spark, tmp_path, [first])
-    counts = {row["source_file"]: row["count"] for row in trips(spark, tmp_path).groupBy("source_file").count().collect()}
+    counts = {
+        row["source_file"]: row["count"] for row in trips(spark, tmp_path).groupBy("source_file").count().collect()
+    }
     assert counts == {first: 2, second: 1}
 
 
@@ -156,8 +158,7 @@ def test_kaggle_train_and_test_files(spark: SparkSession, tmp_path: Path) -> Non
             ("kaggle", datetime(2016, 3, 14, 17, 24, 55), 40.767937, -73.982155, 455.0),
             ("kaggle", datetime(2016, 6, 30, 23, 59, 58), 40.732029, -73.988129, None),
         ],
-        "service string, pickup_datetime timestamp, pickup_latitude double, pickup_longitude double, "
-        "duration_s double",
+        "service string, pickup_datetime timestamp, pickup_latitude double, pickup_longitude double, duration_s double",
     )
     assertDataFrameEqual(trips(spark, tmp_path).select(*expected.columns), expected)
 
@@ -167,7 +168,10 @@ def test_fhv_trip_without_zones_is_quarantined_as_no_location(spark: SparkSessio
     path = write_csv(
         tmp_path / "fhv_tripdata_2019-02.csv",
         header,
-        ["B00013,2019-02-01 00:01:00,2019-02-01 00:21:00,,,", "B00021,2019-02-01 00:10:00,2019-02-01 00:31:00,74,41,"],
+        [
+            "B00013,2019-02-01 00:01:00,2019-02-01 00:21:00,,,",
+            "B00021,2019-02-01 00:10:00,2019-02-01 00:31:00,74,41,",
+        ],
     )
     report = ingest(spark, tmp_path, [path])
     assert report.by_reason == {"no_location": 1}
@@ -175,7 +179,9 @@ def test_fhv_trip_without_zones_is_quarantined_as_no_location(spark: SparkSessio
     assert row is not None and tuple(row) == ("fhv", 74, 1260.0, None)
 
 
-def test_real_sample_counts_reconcile_and_reasons_are_as_measured(spark: SparkSession, tmp_path: Path, data_dir: Path) -> None:
+def test_real_sample_counts_reconcile_and_reasons_are_as_measured(
+    spark: SparkSession, tmp_path: Path, data_dir: Path
+) -> None:
     report = ingest(spark, tmp_path, [str(data_dir / "taxis_sample_2019-03.csv")])
     assert (report.rows_in, report.rows_clean, report.rows_quarantined) == (6500, 6352, 148)
     assert report.by_reason == {
@@ -200,7 +206,7 @@ def test_unknown_format_fails_before_anything_is_written(spark: SparkSession, tm
 
 
 def test_missing_path_is_a_clear_error(spark: SparkSession, tmp_path: Path) -> None:
-    with pytest.raises(UnreadableInputError, match="nope.csv: no such file or folder"):
+    with pytest.raises(UnreadableInputError, match=r"nope\.csv: no such file or folder"):
         run_ingest(spark, [str(tmp_path / "nope.csv")], tmp_path / "t", tmp_path / "q", QualityParams())
 
 

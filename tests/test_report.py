@@ -88,16 +88,12 @@ EXPECTED_PAIRS = [
 ]
 
 
-def _trip_row(
-    trip_id: int, pickup: datetime, pu: int | None, do: int | None, duration_s: float | None
-) -> tuple:
+def _trip_row(trip_id: int, pickup: datetime, pu: int | None, do: int | None, duration_s: float | None) -> tuple:
     values = {
         "trip_id": trip_id,
         "service": "yellow",
         "pickup_datetime": pickup.replace(tzinfo=NY),
-        "dropoff_datetime": None
-        if duration_s is None
-        else pickup.replace(tzinfo=NY) + timedelta(seconds=duration_s),
+        "dropoff_datetime": None if duration_s is None else pickup.replace(tzinfo=NY) + timedelta(seconds=duration_s),
         "pickup_location_id": pu,
         "dropoff_location_id": do,
         "duration_s": duration_s,

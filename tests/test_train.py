@@ -59,18 +59,28 @@ def test_time_split_puts_later_trips_in_validation(spark: SparkSession) -> None:
 
 @pytest.mark.parametrize(
     ("challenger", "champion", "promote"),
-    [(0.30, None, True), (0.29, 0.30, True), (0.30, 0.30, False), (0.31, 0.30, False), (float("nan"), 0.3, False)],
+    [
+        (0.30, None, True),
+        (0.29, 0.30, True),
+        (0.30, 0.30, False),
+        (0.31, 0.30, False),
+        (float("nan"), 0.3, False),
+    ],
 )
 def test_promotion_rule(challenger: float, champion: float | None, promote: bool) -> None:
     decision = decide_promotion("rmsle", challenger, champion, "3" if champion is not None else None)
     assert decision.promote is promote
-    assert decision.metric == "rmsle" and decision.challenger == challenger or math.isnan(challenger)
+    assert (decision.metric == "rmsle" and decision.challenger == challenger) or math.isnan(challenger)
 
 
 def test_pipelines_and_grid() -> None:
     params = TrainParams(gbt={"maxIter": 5}, tune={"grid": {"gbt": {"maxDepth": [3, 5], "stepSize": [0.1]}}})
     gbt = build_pipeline("gbt", params)
-    assert [type(s).__name__ for s in gbt.getStages()] == ["SQLTransformer", "VectorAssembler", "GBTRegressor"]
+    assert [type(s).__name__ for s in gbt.getStages()] == [
+        "SQLTransformer",
+        "VectorAssembler",
+        "GBTRegressor",
+    ]
     assert gbt.getStages()[-1].getMaxIter() == 5
     assert len(param_grid(gbt, "gbt", params)) == 2
     rf = build_pipeline("rf", params)

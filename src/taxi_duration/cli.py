@@ -8,13 +8,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast, get_args
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from taxi_duration.errors import TaxiDurationError
+from taxi_duration.params import ModelKind
 from taxi_duration.settings import Settings
 
 app = typer.Typer(
@@ -110,7 +111,8 @@ def generate(
     ctx: typer.Context,
     rows: Annotated[int, typer.Option(min=1, help="Number of trips (before injected duplicates).")] = 100_000,
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default WORKSPACE/raw/synthetic); one dataset per month.")
+        Path | None,
+        typer.Option(help="Output folder (default WORKSPACE/raw/synthetic); one dataset per month."),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "parquet",
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same trips.")] = 42,
@@ -137,8 +139,9 @@ def generate(
     for index, (year, month, count) in enumerate(plan):
         target = out / f"{service}_tripdata_{year:04d}-{month:02d}"
         with _stage(console, f"generating {count:,} {service} trips for {year:04d}-{month:02d} -> {target}"):
-            trips = synthetic_trips(spark, count, year, month, seed=seed + index, service=service,
-                                    partitions=partitions)
+            trips = synthetic_trips(
+                spark, count, year, month, seed=seed + index, service=service, partitions=partitions
+            )
             writer = trips.write.mode("overwrite")
             if fmt == "csv":
                 writer.option("header", True).option("timestampFormat", "yyyy-MM-dd HH:mm:ss").csv(str(target))
@@ -193,7 +196,12 @@ def ingest(
     report_path = settings.reports_path / "quality_report.json"
     with _stage(console, f"ingesting {len(paths)} path(s)"):
         report = run_ingest(
-            spark, paths, settings.trips_path, settings.quarantine_path, _params(settings).quality, report_path
+            spark,
+            paths,
+            settings.trips_path,
+            settings.quarantine_path,
+            _params(settings).quality,
+            report_path,
         )
     _print_ingest(console, report)
     console.print(f"trips: {settings.trips_path}\nquarantine: {settings.quarantine_path}\nreport: {report_path}")
@@ -233,17 +241,19 @@ def train(
     settings: Settings = ctx.obj.settings
     params = _params(settings)
     kind = model or params.train.model
-    if kind not in ("gbt", "rf", "linear"):
+    if kind not in get_args(ModelKind):
         raise ConfigError(f"--model: expected gbt, rf or linear, found '{kind}'")
     if sample_fraction is not None:
-        params = params.model_copy(update={"train": params.train.model_copy(update={"sample_fraction": sample_fraction})})
+        params = params.model_copy(
+            update={"train": params.train.model_copy(update={"sample_fraction": sample_fraction})}
+        )
     spark = _spark(settings)
     experiment_id = configure_mlflow(settings)
     trips = read_trips(spark, settings.trips_path)
     with _stage(console, f"training {kind}{' with tuning' if tune else ''}"):
         result = run_train(
             trips,
-            kind=kind,
+            kind=cast(ModelKind, kind),
             params=params,
             tune=tune,
             model_name=settings.model_name,
@@ -337,10 +347,24 @@ def demo(
     settings: Settings = ctx.obj.settings
     raw = settings.workspace / "raw" / "synthetic"
     console.rule("1/5 generate")
-    ctx.invoke(generate, ctx=ctx, rows=rows, out=raw, fmt="parquet", seed=42, start="2024-01", months=3,
-               service="yellow", partitions=None, as_json=False)
+    ctx.invoke(
+        generate,
+        ctx=ctx,
+        rows=rows,
+        out=raw,
+        fmt="parquet",
+        seed=42,
+        start="2024-01",
+        months=3,
+        service="yellow",
+        partitions=None,
+        as_json=False,
+    )
     console.rule("2/5 ingest")
-    samples = [package_data_path("taxis_sample_2019-03.csv"), package_data_path("yellow_tripdata_sample_2020-07.csv")]
+    samples = [
+        package_data_path("taxis_sample_2019-03.csv"),
+        package_data_path("yellow_tripdata_sample_2020-07.csv"),
+    ]
     ctx.invoke(ingest, ctx=ctx, paths=[str(raw), *samples], as_json=False)
     console.rule("3/5 train")
     ctx.invoke(train, ctx=ctx, model=model, tune=False, sample_fraction=None, as_json=False)

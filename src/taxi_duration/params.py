@@ -45,7 +45,7 @@ class TrainParams(_Strict):
     gbt: dict[str, Any] = Field(default_factory=dict)
     rf: dict[str, Any] = Field(default_factory=dict)
     linear: dict[str, Any] = Field(default_factory=dict)
-    tune: TuneParams = Field(default_factory=TuneParams)
+    tune: TuneParams = Field(default_factory=lambda: TuneParams())
     promote_metric: Literal["rmsle", "rmse_minutes", "mae_minutes"] = "rmsle"
 
 
@@ -55,9 +55,9 @@ class RegistryParams(_Strict):
 
 
 class PipelineParams(_Strict):
-    quality: QualityParams = Field(default_factory=QualityParams)
-    train: TrainParams = Field(default_factory=TrainParams)
-    registry: RegistryParams = Field(default_factory=RegistryParams)
+    quality: QualityParams = Field(default_factory=lambda: QualityParams())
+    train: TrainParams = Field(default_factory=lambda: TrainParams())
+    registry: RegistryParams = Field(default_factory=lambda: RegistryParams())
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

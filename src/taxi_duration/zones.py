@@ -17,7 +17,15 @@ UNKNOWN_ZONE_IDS = (264, 265)
 MAX_ZONE_ID = 263
 AIRPORT_ZONE_IDS = {1: "EWR", 132: "JFK", 138: "LGA"}
 # Fixed codes (not a fitted StringIndexer) so batch, stream and online scoring agree without a lookup.
-BOROUGH_CODES = {"Unknown": 0, "Manhattan": 1, "Brooklyn": 2, "Queens": 3, "Bronx": 4, "Staten Island": 5, "EWR": 6}
+BOROUGH_CODES = {
+    "Unknown": 0,
+    "Manhattan": 1,
+    "Brooklyn": 2,
+    "Queens": 3,
+    "Bronx": 4,
+    "Staten Island": 5,
+    "EWR": 6,
+}
 
 ZONES_SCHEMA = StructType(
     [

@@ -285,9 +285,7 @@ def render_html(tables: dict[str, pd.DataFrame], path: Path, title: str, subtitl
     by_borough = tables.get("by_borough")
     if by_borough is not None:
         chart = "" if by_borough.empty else _img(_borough_chart(by_borough), "trips and median by borough")
-        sections.append(
-            f"<section><h2>{TABLE_TITLES['by_borough']}</h2>{chart}{_table_html(by_borough)}</section>"
-        )
+        sections.append(f"<section><h2>{TABLE_TITLES['by_borough']}</h2>{chart}{_table_html(by_borough)}</section>")
     by_hour_weekday = tables.get("by_hour_weekday")
     if by_hour_weekday is not None:
         charts = (

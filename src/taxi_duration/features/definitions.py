@@ -75,7 +75,8 @@ def zone_grid() -> tuple[int, ...]:
         for col in range(GRID_COLS):
             lon = GRID_LON_MIN + (col + 0.5) * GRID_STEP
             nearest = min(
-                centroids, key=lambda c: (c[1] - lat) ** 2 + ((c[2] - lon) * cos_lat) ** 2  # type: ignore[operator]
+                centroids,
+                key=lambda c: (c[1] - lat) ** 2 + ((c[2] - lon) * cos_lat) ** 2,  # type: ignore[operator]
             )
             cells.append(nearest[0])
     return tuple(cells)
@@ -130,7 +131,10 @@ def feature_stages() -> list[list[tuple[str, str]]]:
         # Spark's dayofweek is 1 = Sunday; ISO weekday (1 = Monday) reads better and matches Python
         ("pickup_weekday", "(DAYOFWEEK(pickup_datetime) + 5) % 7 + 1"),
         ("is_weekend", "CASE WHEN DAYOFWEEK(pickup_datetime) IN (1, 7) THEN 1 ELSE 0 END"),
-        ("is_holiday", f"CASE WHEN array_contains({lit['holidays']}, TO_DATE(pickup_datetime)) THEN 1 ELSE 0 END"),
+        (
+            "is_holiday",
+            f"CASE WHEN array_contains({lit['holidays']}, TO_DATE(pickup_datetime)) THEN 1 ELSE 0 END",
+        ),
         ("pickup_month", "MONTH(pickup_datetime)"),
         ("pickup_lat", f"COALESCE(pickup_latitude, element_at({lit['lat']}, {zone_pu}))"),
         ("pickup_lon", f"COALESCE(pickup_longitude, element_at({lit['lon']}, {zone_pu}))"),
@@ -179,8 +183,10 @@ def feature_sql() -> str:
     statement = "__THIS__"
     for stage in feature_stages():
         columns = ", ".join(f"{expr} AS {name}" for name, expr in stage)
-        statement = f"SELECT *, {columns} FROM {statement}" if statement == "__THIS__" else (
-            f"SELECT *, {columns} FROM ({statement}) AS s"
+        statement = (
+            f"SELECT *, {columns} FROM {statement}"
+            if statement == "__THIS__"
+            else (f"SELECT *, {columns} FROM ({statement}) AS s")
         )
     return statement
 

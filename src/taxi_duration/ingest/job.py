@@ -97,8 +97,9 @@ def run_ingest(
             classified.groupBy("source_file", "format", "service", "source", REASON)
             .agg(
                 F.count(F.lit(1)).alias("rows"),
-                F.collect_set(F.struct(F.year("pickup_datetime").alias("y"), F.month("pickup_datetime").alias("m")))
-                .alias("months"),
+                F.collect_set(
+                    F.struct(F.year("pickup_datetime").alias("y"), F.month("pickup_datetime").alias("m"))
+                ).alias("months"),
             )
             .collect()
         )

@@ -33,9 +33,7 @@ SOURCE = "source"
 
 _CANONICAL_TYPES = {field.name: field.dataType for field in TRIP_SCHEMA.fields}
 _PARSED_FIELDS = [
-    name
-    for name in TRIP_SCHEMA.fieldNames()
-    if name not in {"trip_id", "service", "duration_s", "source_file"}
+    name for name in TRIP_SCHEMA.fieldNames() if name not in {"trip_id", "service", "duration_s", "source_file"}
 ]
 
 

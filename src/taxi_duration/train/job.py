@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.ml.evaluation import RegressionEvaluator
-from pyspark.ml.tuning import CrossValidator, TrainValidationSplit
+from pyspark.ml.tuning import CrossValidator, CrossValidatorModel, TrainValidationSplit
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -106,11 +106,13 @@ def fit_model(train: DataFrame, kind: ModelKind, params: PipelineParams, tune: b
             seed=params.train.seed,
         )
     search = searcher.fit(train)
-    scores = search.avgMetrics if isinstance(searcher, CrossValidator) else search.validationMetrics
+    scores: list[float] = search.avgMetrics if isinstance(search, CrossValidatorModel) else search.validationMetrics
     best_index = min(range(len(scores)), key=lambda i: scores[i])
     best = {param.name: value for param, value in grid[best_index].items()}
     tuning = {"grid_size": len(grid), "best_params": best, "best_log_rmse": scores[best_index]}
-    return search.bestModel, tuning
+    best_model = search.bestModel
+    assert isinstance(best_model, PipelineModel)
+    return best_model, tuning
 
 
 def _importances(model: PipelineModel, kind: ModelKind) -> list[float]:
