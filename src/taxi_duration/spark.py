@@ -38,6 +38,8 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.parquet.compression.codec": "snappy",
+        # the feature SQL embeds zone tables as literals; plan strings are long, not a problem
+        "spark.sql.debug.maxToStringFields": "500",
     }
     if settings.remote:
         builder = SparkSession.builder.remote(settings.remote)
