@@ -119,8 +119,9 @@ def quality_checks(params: QualityParams) -> list[tuple[str, Column, Column]]:
 def with_duplicate_flag(df: DataFrame) -> DataFrame:
     """Mark every copy of an exact duplicate row but one (`_is_duplicate`).
 
-    Only the ids that occur more than once are shuffled and joined back, not the rows: the duplicates are
-    a tiny share of a TLC file, so this costs one aggregation instead of a window over every row.
+    Only the ids are shuffled, not the rows: the ids occurring more than once (a tiny share of a TLC file, 16
+    bytes each) are broadcast back to the rows, so this costs one narrow aggregation instead of a window or a
+    sort-merge join over every row.
     """
     keyed = df.withColumn("_row_number", F.monotonically_increasing_id())
     repeated = (
@@ -130,7 +131,7 @@ def with_duplicate_flag(df: DataFrame) -> DataFrame:
         .select("trip_id", "_first_row")
     )
     return (
-        keyed.join(repeated, on="trip_id", how="left")
+        keyed.join(F.broadcast(repeated), on="trip_id", how="left")
         .withColumn(
             "_is_duplicate",
             F.coalesce(F.col("_first_row") != F.col("_row_number"), F.lit(False)),
