@@ -333,6 +333,101 @@ def report(
         )
 
 
+def _exported_model(settings: Settings, alias: str, model_dir: Path | None) -> Any:
+    from taxi_duration.errors import ModelNotFoundError
+    from taxi_duration.serve.predictor import ExportedModel
+
+    if model_dir is not None:
+        return ExportedModel.load(model_dir)
+    from taxi_duration.serve.champion import alias_loader
+    from taxi_duration.tracking import configure_mlflow
+
+    configure_mlflow(settings)
+    model = alias_loader(settings.model_name, alias)[0]()
+    if model is None:
+        raise ModelNotFoundError(
+            f"models:/{settings.model_name}@{alias}: no such registered model or alias; run `taxi-duration train` first"
+        )
+    return model
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    model_alias: Annotated[str, typer.Option(help="Registry alias to serve and follow.")] = "champion",
+    model_dir: Annotated[
+        Path | None, typer.Option(help="Serve an exported model folder instead of the registry alias.")
+    ] = None,
+    poll_seconds: Annotated[float, typer.Option(min=0, help="How often to check the alias (0: never).")] = 30.0,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most rides per /predict/batch request.")] = 1000,
+    admin_key: Annotated[
+        str | None, typer.Option(envvar="TAXI_DURATION_ADMIN_KEY", help="Key for POST /admin/reload (X-API-Key).")
+    ] = None,
+) -> None:
+    """Serve predictions over HTTP (FastAPI + uvicorn) from the exported champion: no Spark, no JVM."""
+    import uvicorn
+
+    from taxi_duration.serve.app import create_app
+
+    settings: Settings = ctx.obj.settings
+    if model_dir is not None:
+        from taxi_duration.serve.predictor import ExportedModel
+
+        app_ = create_app(lambda: ExportedModel.load(model_dir), admin_key, max_batch)
+    else:
+        from taxi_duration.serve.champion import alias_loader
+        from taxi_duration.tracking import configure_mlflow
+
+        configure_mlflow(settings)
+        loader, probe = alias_loader(settings.model_name, model_alias)
+        app_ = create_app(loader, admin_key, max_batch, probe=probe, poll_seconds=poll_seconds)
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON-lines trips (TLC, Kaggle or canonical columns).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output .parquet or .csv (default: FILE.predictions.parquet).")
+    ] = None,
+    alias: Annotated[str, typer.Option(help="Registry alias of the model.")] = "champion",
+    model_dir: Annotated[Path | None, typer.Option(help="An exported model folder instead of the registry.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a small file in-process with the exported model (no Spark start-up): for quick batches."""
+    from taxi_duration.serve.batch_file import predict_file
+
+    console = _console(as_json)
+    settings: Settings = ctx.obj.settings
+    model = _exported_model(settings, alias, model_dir)
+    start = time.perf_counter()
+    result = predict_file(model, file)
+    seconds = time.perf_counter() - start
+    target = out or file.with_name(file.name.split(".")[0] + ".predictions.parquet")
+    if target.suffix == ".csv":
+        result.to_csv(target, index=False)
+    else:
+        result.to_parquet(target, index=False)
+    scored = int(result["predicted_duration_minutes"].notna().sum())
+    console.print(
+        f"{len(result):,} trips ({scored:,} with a prediction) by {model.name} v{model.version} "
+        f"in {seconds:.2f} s ({len(result) / max(seconds, 1e-9):,.0f} trips/s) -> {target}"
+    )
+    if as_json:
+        _emit_json(
+            {
+                "rows": len(result),
+                "predicted": scored,
+                "model_version": model.version,
+                "path": str(target),
+                "seconds": seconds,
+            }
+        )
+
+
 @app.command()
 def demo(
     ctx: typer.Context,

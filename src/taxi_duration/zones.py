@@ -7,9 +7,10 @@ import io
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+if TYPE_CHECKING:  # the online scorer imports this module and must not need pyspark
+    from pyspark.sql import DataFrame, SparkSession
 
 # Zones 264 ("Unknown", borough "Unknown") and 265 ("NA", borough "N/A" in 2019 files, "Outside of NYC")
 # have no geometry: a trip there has no usable location.
@@ -27,18 +28,10 @@ BOROUGH_CODES = {
     "EWR": 6,
 }
 
-ZONES_SCHEMA = StructType(
-    [
-        StructField("location_id", IntegerType(), False),
-        StructField("borough", StringType(), False),
-        StructField("zone", StringType(), False),
-        StructField("service_zone", StringType(), False),
-        StructField("borough_code", IntegerType(), False),
-        StructField("centroid_lat", DoubleType(), True),
-        StructField("centroid_lon", DoubleType(), True),
-        StructField("area_sq_miles", DoubleType(), True),
-        StructField("is_airport", IntegerType(), False),
-    ]
+ZONES_DDL = (
+    "location_id int NOT NULL, borough string NOT NULL, zone string NOT NULL, service_zone string NOT NULL, "
+    "borough_code int NOT NULL, centroid_lat double, centroid_lon double, area_sq_miles double, "
+    "is_airport int NOT NULL"
 )
 
 
@@ -101,7 +94,7 @@ def zones_frame(spark: SparkSession) -> DataFrame:
         )
         for z in load_zones()
     ]
-    return spark.createDataFrame(rows, schema=ZONES_SCHEMA)
+    return spark.createDataFrame(rows, schema=ZONES_DDL)
 
 
 def package_data_path(name: str) -> str:

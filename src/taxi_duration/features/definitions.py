@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 from datetime import date
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import holidays
-from pyspark.sql import DataFrame
 
 from taxi_duration.zones import load_zones
+
+if TYPE_CHECKING:  # the online scorer shares these definitions and must not need pyspark
+    from pyspark.sql import DataFrame
 
 EARTH_RADIUS_KM = 6371.0088
 KM_PER_MILE = 1.609344

@@ -24,6 +24,9 @@ from taxi_duration.errors import NoDataError
 from taxi_duration.features.definitions import LABEL, with_label
 from taxi_duration.params import ModelKind, PipelineParams
 from taxi_duration.registry.promotion import PromotionDecision, alias_version, decide_promotion
+from taxi_duration.serve.champion import EXPORTED_ARTIFACT
+from taxi_duration.serve.export import export_model
+from taxi_duration.serve.predictor import log_exported_pyfunc
 from taxi_duration.train import plots
 from taxi_duration.train.evaluate import (
     ACTUAL_MINUTES,
@@ -158,6 +161,7 @@ def run_train(
             version, decision = _register_and_promote(
                 info.model_uri, model_name, params, run.info.run_id, metrics, valid
             )
+            _log_exported(info.model_uri, model_name, version, metrics)
         scored.unpersist()
     finally:
         train.unpersist()
@@ -256,6 +260,17 @@ def _log_run(
         plots.plot_predicted_vs_actual(sample, folder / "predicted_vs_actual.png")
         by_hour.to_csv(folder / "residuals_by_hour.csv", index=False)
         mlflow.log_artifacts(str(folder), "plots")
+
+
+def _log_exported(model_uri: str, model_name: str, version: str, metrics: dict[str, float]) -> None:
+    """Log the JVM-free form of the model (trees/coefficients as JSON) with the same run: what the API serves.
+
+    Read from the logged MLflow artifact, not from the live model, so it works wherever the artifact store is."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+        exported = export_model(local, Path(tmp) / EXPORTED_ARTIFACT, model_name, version, metrics)
+        mlflow.log_artifacts(str(exported), EXPORTED_ARTIFACT)
+        log_exported_pyfunc(exported)
 
 
 def _register_and_promote(

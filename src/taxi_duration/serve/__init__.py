@@ -1,0 +1,13 @@
+"""JVM-free serving: export a Spark PipelineModel to JSON, compute features in Python, predict, serve over HTTP.
+
+    export.export_model(spark_model_dir, out_dir, name, version, metrics)  -> out_dir/model.json
+    predictor.ExportedModel.load(out_dir).predict_minutes(trip) / .predict_batch(frame)
+    app.create_app(loader, admin_key)                                       -> FastAPI app
+
+`app` needs fastapi and prometheus-client; import it from `taxi_duration.serve.app`.
+"""
+
+from taxi_duration.serve.export import ExportError, export_model
+from taxi_duration.serve.predictor import ExportedModel, ExportedModelError, log_exported_pyfunc
+
+__all__ = ["ExportError", "ExportedModel", "ExportedModelError", "export_model", "log_exported_pyfunc"]
