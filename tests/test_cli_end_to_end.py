@@ -62,6 +62,24 @@ def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: Spa
     predictions = spark.read.parquet(scored["predictions_path"])
     assert predictions.filter("predicted_duration_minutes IS NULL OR predicted_duration_minutes <= 0").count() == 0
 
+    # the API's exported model gives Spark's batch predictions, trip by trip, on the real sample
+    from taxi_duration.serve.champion import alias_loader
+    from taxi_duration.settings import Settings
+    from taxi_duration.tracking import configure_mlflow
+
+    configure_mlflow(Settings(workspace=workspace))
+    exported = alias_loader("taxi-duration", "champion")[0]()
+    assert exported is not None and exported.version == champion
+    trips = spark.read.parquet(str(workspace / "lakehouse" / "trips")).toPandas()
+    spark_minutes = predictions.select("trip_id", "predicted_duration_minutes").toPandas()
+    joined = trips.merge(spark_minutes, on="trip_id", how="inner", validate="one_to_one")
+    assert len(joined) == 6352
+    online = exported.predict_batch(joined)
+    assert abs(online - joined["predicted_duration_minutes"].to_numpy()).max() < 1e-6
+
+    predicted = run(workspace, "predict", sample, "--out", str(workspace / "sample_predictions.parquet"))
+    assert (predicted["rows"], predicted["model_version"]) == (6500, champion)
+
     reported = run(workspace, "report")
     html = Path(reported["report_path"]).read_text(encoding="utf-8")
     assert "Manhattan" in html and "data:image/png;base64," in html
