@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import re
+import weakref
 from collections import Counter
 from dataclasses import dataclass, fields
 from datetime import date, datetime
@@ -93,17 +94,41 @@ SAMPLE_FILE = "taxis_sample_2019-03.csv"
 ZONE_PRIOR = 0.25  # pseudo-trips per zone, so every one of the 263 zones can appear
 HOUR_PRIOR = 1.0  # pseudo-trips per hour of day
 MIN_PARTITIONS = 2
-DUPLICATE_STREAM = 90  # hash stream of the duplicate choice (keyed by row pair)
 ROWS_PER_PARTITION = 1_000_000
+MASK64 = (1 << 64) - 1
+# Independent random streams of a trip (stream numbers are part of the output: changing one changes the data).
+STREAMS = {
+    "pickup": 1,
+    "dropoff": 2,
+    "day": 3,
+    "hour": 4,
+    "second": 5,
+    "distance_1": 6,
+    "distance_2": 7,
+    "speed_1": 8,
+    "speed_2": 9,
+    "time_dirt": 20,
+    "zone_dirt": 21,
+    "zone_end": 22,
+    "zone_kind": 23,
+    "distance_dirt": 24,
+    "passenger_dirt": 25,
+    "passengers": 26,
+    "payment": 27,
+    "tip": 28,
+    "toll": 29,
+    "vendor": 30,
+    "store_and_forward": 31,
+    "trip_type": 32,
+}
+DUPLICATE_STREAM = 90  # hash stream of the duplicate choice (keyed by row pair)
 
 # Destination choice, a doubly-constrained gravity model: P(dropoff | pickup) ~ attraction(dropoff) *
-# (miles + OFFSET) ** -POWER, less within the same zone; attractions are fitted so that dropoff shares match
+# (miles + OFFSET) ** -power, times a same-zone weight; attractions are fitted so that dropoff shares match
 # the sample. Airport pickups care little about distance. Sampled by inverse CDF through a broadcast table
 # (pickup zone, CDF bin) -> candidate dropoff intervals.
 GRAVITY_OFFSET_MILES = 0.5
-GRAVITY_POWER = 2.0
 AIRPORT_GRAVITY_POWER = 0.4
-SAME_ZONE_WEIGHT = 0.45
 GRAVITY_FIT_ITERATIONS = 50
 CDF_BINS = 256  # a power of two: u * CDF_BINS is exact, so bin lookup and interval test agree
 
@@ -157,6 +182,7 @@ OVERNIGHT_HOURS = (20, 6)  # [20:00, 06:00)
 RUSH_HOURS = (16, 20)  # weekdays [16:00, 20:00)
 UNKNOWN_ZONE_SHARE_264 = 0.7  # of dirty zones, "Unknown" (264) rather than "NA" (265)
 DAY_LONG_MIN_S, DAY_LONG_SPAN_S = 86_000, 400
+WEEKEND_START = 5  # date.weekday() of Saturday
 MTA_TAX = 0.5
 
 YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -182,10 +208,22 @@ class Tariff:
 GREEN_CONGESTION = 2.75
 TARIFFS = (
     Tariff(200901, 2.5, 0.5, 52.0, 17.5, 0.5, 1.0, 0.3, None, None, 5.76),
-    Tariff(201902, 2.5, 0.5, 52.0, 17.5, 0.5, 1.0, 0.3, 2.5, None, 6.12),
+    Tariff(201902, 2.5, 0.5, 52.0, 17.5, 0.5, 1.0, 0.3, 2.5, None, 5.76),
     Tariff(202201, 2.5, 0.5, 52.0, 17.5, 0.5, 1.0, 0.3, 2.5, 1.25, 6.55),
     Tariff(202301, 3.0, 0.7, 70.0, 20.0, 1.0, 2.5, 1.0, 2.5, 1.75, 6.94),
 )
+
+
+@dataclass(frozen=True)
+class Gravity:
+    """Destination choice of a service: distance decay and the weight of staying in the pickup zone."""
+
+    power: float
+    same_zone: float
+
+
+# Green trips start in the (larger) outer-borough zones and stay closer to their pickup.
+GRAVITY = {"yellow": Gravity(power=2.0, same_zone=0.45), "green": Gravity(power=2.75, same_zone=1.0)}
 
 
 @dataclass(frozen=True)
@@ -224,7 +262,7 @@ class SampleProfile:
 def month_row_counts(rows: int, start: str, months: int) -> list[tuple[int, int, int]]:
     """Split rows over months from start ("YYYY-MM") in proportion to their days, summing exactly to rows."""
     match = YEAR_MONTH.match(start)
-    if match is None or not 1 <= int(match.group(2)) <= 12:
+    if match is None or int(match.group(1)) < 1 or not 1 <= int(match.group(2)) <= 12:
         raise ConfigError(f"start month {start!r} is not YYYY-MM")
     if months < 1 or rows < 0:
         raise ConfigError(f"need months >= 1 and rows >= 0, got months={months}, rows={rows}")
@@ -260,9 +298,7 @@ def sample_profile(service: str) -> SampleProfile:
         per_date[pickup.date()] += 1
     first = min(per_date)
     days_in_month = calendar.monthrange(first.year, first.month)[1]
-    weekday_days = Counter(
-        date(first.year, first.month, day).weekday() for day in range(1, days_in_month + 1)
-    )
+    weekday_days = Counter(date(first.year, first.month, day).weekday() for day in range(1, days_in_month + 1))
     weekday_trips: Counter[int] = Counter()
     for day, count in per_date.items():
         weekday_trips[day.weekday()] += count
@@ -316,11 +352,7 @@ def _alias_sample(weights: list[float], u: Column) -> Column:
     probs, aliases = alias_table(weights)
     scaled = u * len(weights)
     slot = F.floor(scaled)
-    return (
-        F.when(scaled - slot < _at(_doubles(probs), slot), slot)
-        .otherwise(_at(_ints(aliases), slot))
-        .cast("int")
-    )
+    return F.when(scaled - slot < _at(_doubles(probs), slot), slot).otherwise(_at(_ints(aliases), slot)).cast("int")
 
 
 def _categorical(shares: tuple[tuple[int, float], ...], u: Column) -> Column:
@@ -333,19 +365,35 @@ def _categorical(shares: tuple[tuple[int, float], ...], u: Column) -> Column:
     return result
 
 
-def _uniform(seed: int, stream: int, key: str = "id") -> Column:
+def stream_key(seed: int, stream: int) -> int:
+    """A 64-bit key per (seed, stream): splitmix64 of the pair, as a signed long."""
+    z = (seed * 0x9E3779B97F4A7C15 + stream * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    z ^= z >> 31
+    return z - (1 << 64) if z >= 1 << 63 else z
+
+
+def _uniform(key: Column, seed: int, stream: int) -> Column:
     """A uniform in [0, 1) hashed from (row key, seed, stream): independent of the partitioning."""
-    bits = F.xxhash64(F.col(key), F.lit(seed).cast("long"), F.lit(stream).cast("long"))
+    bits = F.xxhash64(key, F.lit(stream_key(seed, stream)).cast("long"))
     return F.shiftrightunsigned(bits, 11).cast("double") / float(1 << 53)
 
 
-def _normal(seed: int, stream: int) -> Column:
-    """A standard normal (Box-Muller over two hashed uniforms)."""
-    radius = F.sqrt(-2.0 * F.log(1.0 - _uniform(seed, stream)))
-    return radius * F.cos(2.0 * math.pi * _uniform(seed, stream + 1))
+def _normal(u1: Column, u2: Column) -> Column:
+    """A standard normal from two uniforms (Box-Muller)."""
+    return F.sqrt(-2.0 * F.log(1.0 - u1)) * F.cos(2.0 * math.pi * u2)
+
+
+def random_draws(ids: DataFrame, seed: int) -> DataFrame:
+    """Every random number a trip needs, as u_<name> columns hashed from (id, seed, stream)."""
+    return ids.select(
+        "id", *(_uniform(F.col("id"), seed, stream).alias(f"u_{name}") for name, stream in STREAMS.items())
+    )
 
 
 def _mapped_zones() -> list[Zone]:
+    """Zones 1-263, the ones with a centroid, in LocationID order."""
     return [zone for zone in load_zones() if zone.location_id <= MAX_ZONE_ID]
 
 
@@ -364,27 +412,24 @@ def miles_matrix() -> np.ndarray:
     return np.asarray(np.sqrt(centroid**2 + spread))
 
 
-def zone_miles(
-    lat1: Column, lon1: Column, area1: Column, lat2: Column, lon2: Column, area2: Column
-) -> Column:
+def zone_miles(lat1: Column, lon1: Column, area1: Column, lat2: Column, lon2: Column, area2: Column) -> Column:
     """Typical straight-line miles between points of two zones: centroid haversine widened by zone size."""
     phi1, phi2 = F.radians(lat1), F.radians(lat2)
-    a = F.pow(F.sin((phi2 - phi1) / 2), 2) + F.cos(phi1) * F.cos(phi2) * F.pow(
-        F.sin(F.radians(lon2 - lon1) / 2), 2
-    )
+    a = F.pow(F.sin((phi2 - phi1) / 2), 2) + F.cos(phi1) * F.cos(phi2) * F.pow(F.sin(F.radians(lon2 - lon1) / 2), 2)
     centroid = 2 * EARTH_RADIUS_MILES * F.asin(F.sqrt(F.least(F.lit(1.0), a)))
     return F.sqrt(centroid * centroid + ZONE_SPREAD * (area1 + area2) / math.pi)
 
 
-def _gravity_power(zone: Zone) -> float:
-    return AIRPORT_GRAVITY_POWER if zone.location_id in AIRPORT_ZONE_IDS else GRAVITY_POWER
+def _gravity_power(zone: Zone, service: str) -> float:
+    """How fast a pickup zone's destination choice falls off with distance."""
+    return AIRPORT_GRAVITY_POWER if zone.location_id in AIRPORT_ZONE_IDS else GRAVITY[service].power
 
 
-def gravity_kernel(miles: np.ndarray) -> np.ndarray:
+def gravity_kernel(miles: np.ndarray, service: str) -> np.ndarray:
     """Deterrence of a destination (column) from a pickup (row): as the weight in dropoff_bins, in numpy."""
-    power = np.array([_gravity_power(zone) for zone in _mapped_zones()])
+    power = np.array([_gravity_power(zone, service) for zone in _mapped_zones()])
     kernel = (miles + GRAVITY_OFFSET_MILES) ** -power[:, None]
-    kernel[np.diag_indices_from(kernel)] *= SAME_ZONE_WEIGHT
+    kernel[np.diag_indices_from(kernel)] *= GRAVITY[service].same_zone
     return np.asarray(kernel)
 
 
@@ -395,7 +440,7 @@ def dropoff_attraction(service: str) -> tuple[float, ...]:
     pickup = np.array(profile.pickup_counts, dtype=float) + ZONE_PRIOR
     target = np.array(profile.dropoff_counts, dtype=float) + ZONE_PRIOR
     pickup, target = pickup / pickup.sum(), target / target.sum()
-    kernel = gravity_kernel(miles_matrix())
+    kernel = gravity_kernel(miles_matrix(), service)
     attraction = target.copy()
     for _ in range(GRAVITY_FIT_ITERATIONS):  # iterative proportional fitting of the dropoff margin
         weights = kernel * attraction[None, :]
@@ -435,14 +480,12 @@ def zone_table(spark: SparkSession, service: str) -> DataFrame:
             zone.borough_code,
             AIRPORT_SPEED if zone.location_id in AIRPORT_ZONE_IDS else BOROUGH_SPEED.get(zone.borough, 1.0),
             attraction,
-            _gravity_power(zone),
+            _gravity_power(zone, service),
             slot,
             probs[slot],
             aliases[slot] + 1,
         )
-        for slot, (zone, attraction) in enumerate(
-            zip(_mapped_zones(), dropoff_attraction(service), strict=True)
-        )
+        for slot, (zone, attraction) in enumerate(zip(_mapped_zones(), dropoff_attraction(service), strict=True))
     ]
     return spark.createDataFrame(rows, schema=ZONE_TABLE_SCHEMA)
 
@@ -464,9 +507,9 @@ def zone_pairs(zones: DataFrame) -> DataFrame:
     return pickups.crossJoin(dropoffs).select(
         F.col("pickup_zone").alias("pickup"),
         F.col("dropoff_zone").alias("dropoff"),
-        zone_miles(
-            *(F.col(f"{end}_{name}") for end in ("pickup", "dropoff") for name in ("lat", "lon", "area"))
-        ).alias("base_miles"),
+        zone_miles(*(F.col(f"{end}_{name}") for end in ("pickup", "dropoff") for name in ("lat", "lon", "area"))).alias(
+            "base_miles"
+        ),
         F.sqrt(F.col("pickup_speed") * F.col("dropoff_speed")).alias("pair_speed"),
         F.col("pickup_borough"),
         F.col("dropoff_borough"),
@@ -475,19 +518,18 @@ def zone_pairs(zones: DataFrame) -> DataFrame:
     )
 
 
-def dropoff_bins(pairs: DataFrame) -> DataFrame:
+def dropoff_bins(pairs: DataFrame, service: str) -> DataFrame:
     """(pickup, bin) -> dropoffs whose interval [lo, hi) of the gravity CDF given pickup overlaps the bin."""
     deterrence = F.pow(F.col("base_miles") + GRAVITY_OFFSET_MILES, -F.col("pickup_gravity_power"))
-    same_zone = F.when(F.col("pickup") == F.col("dropoff"), SAME_ZONE_WEIGHT).otherwise(1.0)
+    same_zone = F.when(F.col("pickup") == F.col("dropoff"), GRAVITY[service].same_zone).otherwise(1.0)
     weight = F.col("dropoff_attraction") * deterrence * same_zone
     by_pickup = Window.partitionBy("pickup").orderBy("dropoff")
     before = by_pickup.rowsBetween(Window.unboundedPreceding, -1)
     everything = by_pickup.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     cdf = (
-        pairs.withColumn("weight", weight)
-        .withColumn(
-            "lo", F.coalesce(F.sum("weight").over(before), F.lit(0.0)) / F.sum("weight").over(everything)
-        )
+        pairs.coalesce(1)  # 69,169 rows: one partition satisfies the window's clustering without a shuffle
+        .withColumn("weight", weight)
+        .withColumn("lo", F.coalesce(F.sum("weight").over(before), F.lit(0.0)) / F.sum("weight").over(everything))
         .withColumn("hi", F.coalesce(F.lead("lo").over(by_pickup), F.lit(1.0)))
         .where(F.col("hi") > F.col("lo"))
     )
@@ -496,6 +538,7 @@ def dropoff_bins(pairs: DataFrame) -> DataFrame:
 
 
 def _partitions(rows: int, partitions: int | None) -> int:
+    """The requested partition count, or one per ROWS_PER_PARTITION rows (at least MIN_PARTITIONS)."""
     if partitions is not None:
         if partitions < 1:
             raise ConfigError(f"partitions must be >= 1, got {partitions}")
@@ -503,45 +546,64 @@ def _partitions(rows: int, partitions: int | None) -> int:
     return max(MIN_PARTITIONS, math.ceil(rows / ROWS_PER_PARTITION))
 
 
-def with_copies(ids: DataFrame, rows: int, rate: float, seed: int) -> DataFrame:
+def with_copies(trips: DataFrame, rows: int, rate: float, seed: int) -> DataFrame:
     """Exact duplicates without a shuffle: a chosen pair (2k, 2k+1) emits row 2k twice and row 2k+1 never."""
-    chosen = (_uniform(seed, DUPLICATE_STREAM, key="pair") < 2.0 * rate) & (F.col("pair") * 2 + 1 < rows)
-    copies = (
-        F.when(chosen, F.when(F.col("id") % 2 == 0, 2).otherwise(0)).otherwise(1) if rate > 0 else F.lit(1)
-    )
-    return (
-        ids.withColumn("pair", F.floor(F.col("id") / 2))
-        .select("id", F.explode(F.array_repeat(F.lit(0), copies)).alias("copy"))
-        .drop("copy")
-    )
+    pair = F.floor(F.col("id") / 2)
+    chosen = (_uniform(pair, seed, DUPLICATE_STREAM) < 2.0 * rate) & (pair * 2 + 1 < rows)
+    copies = F.when(chosen, F.when(F.col("id") % 2 == 0, 2).otherwise(0)).otherwise(1) if rate > 0 else F.lit(1)
+    return trips.withColumn("copy", F.explode(F.array_repeat(F.lit(0), copies))).drop("copy", "id")
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """The small broadcast tables of one service: pickup alias slots, dropoff CDF bins, pair attributes."""
+
+    slots: DataFrame  # slot, slot_prob, slot_alias
+    bins: DataFrame  # pickup, bin, dropoff, lo, hi
+    pairs: DataFrame  # pickup, dropoff, base_miles, pair_speed, pickup_borough, dropoff_borough
+
+
+# Built once per session and service, then cached: every month generated afterwards reuses them.
+_LOOKUPS: weakref.WeakKeyDictionary[SparkSession, dict[str, Lookups]] = weakref.WeakKeyDictionary()
+
+
+def lookups(spark: SparkSession, service: str) -> Lookups:
+    """The service's lookup tables for this session (computed by Spark from the 263-row zone table)."""
+    per_service = _LOOKUPS.setdefault(spark, {})
+    if service not in per_service:
+        zones = zone_table(spark, service)
+        pairs = zone_pairs(zones)
+        per_service[service] = Lookups(
+            slots=zones.select("slot", "slot_prob", "slot_alias").cache(),
+            bins=dropoff_bins(pairs, service).cache(),
+            pairs=pairs.drop("dropoff_attraction", "pickup_gravity_power").cache(),
+        )
+    return per_service[service]
 
 
 def trip_places(spark: SparkSession, ids: DataFrame, service: str, seed: int) -> DataFrame:
-    """Pickup zone (alias method) and dropoff zone (gravity model) per trip, by broadcast lookups only."""
-    zones = zone_table(spark, service)
-    pairs = zone_pairs(zones)
-    u_pickup = _uniform(seed, 1) * MAX_ZONE_ID
-    u_dropoff = _uniform(seed, 2)
+    """Random draws, pickup zone (alias method) and dropoff zone (gravity model) per trip, by broadcast joins."""
+    tables = lookups(spark, service)
+    scaled = F.col("u_pickup") * MAX_ZONE_ID
     picked = (
-        ids.select("id", u_pickup.alias("u_pickup"), u_dropoff.alias("u_dropoff"))
-        .withColumn("slot", F.floor("u_pickup").cast("int"))
-        .join(F.broadcast(zones.select("slot", "slot_prob", "slot_alias")), on="slot")
-        .select(
-            "id",
-            F.when(F.col("u_pickup") - F.col("slot") < F.col("slot_prob"), F.col("slot") + 1)
-            .otherwise(F.col("slot_alias"))
-            .cast("int")
-            .alias("pickup"),
-            "u_dropoff",
-            F.floor(F.col("u_dropoff") * CDF_BINS).cast("int").alias("bin"),
+        random_draws(ids, seed)
+        .withColumn("slot", F.floor(scaled).cast("int"))
+        .join(F.broadcast(tables.slots), on="slot")
+        .withColumns(
+            {
+                "pickup": F.when(scaled - F.col("slot") < F.col("slot_prob"), F.col("slot") + 1)
+                .otherwise(F.col("slot_alias"))
+                .cast("int"),
+                "bin": F.floor(F.col("u_dropoff") * CDF_BINS).cast("int"),
+            }
         )
+        .drop("slot", "slot_prob", "slot_alias")
     )
-    attributes = pairs.drop("dropoff_attraction", "pickup_gravity_power")
     return (
-        picked.join(F.broadcast(dropoff_bins(pairs)), on=["pickup", "bin"])
+        picked.join(F.broadcast(tables.bins), on=["pickup", "bin"])
         .where((F.col("u_dropoff") >= F.col("lo")) & (F.col("u_dropoff") < F.col("hi")))
-        .select("id", "pickup", "dropoff")
-        .join(F.broadcast(attributes), on=["pickup", "dropoff"])
+        .drop("bin", "lo", "hi")
+        .join(F.broadcast(tables.pairs), on=["pickup", "dropoff"])
     )
 
 
@@ -560,52 +622,75 @@ def synthetic_trips(
         raise ConfigError(f"service {service!r} is not one of {sorted(SCHEMAS)}")
     if rows < 0 or not 1 <= month <= 12 or not 1 <= year <= 9999:
         raise ConfigError(f"need rows >= 0 and a valid month, got rows={rows}, year={year}, month={month}")
-    profile = sample_profile(service)
-    tariff = tariff_for(year, month)
-    days = calendar.monthrange(year, month)[1]
-    weekdays = [date(year, month, day).weekday() for day in range(1, days + 1)]
+    ids = spark.range(0, rows, 1, numPartitions=_partitions(rows, partitions))
+    trips = with_pickup_time(trip_places(spark, ids, service, seed), year, month, sample_profile(service))
+    # copies are made once every random number is drawn; the explode also splits the generated code in two
+    # methods small enough for the JIT (HotSpot does not compile methods over 8,000 bytes of bytecode)
+    trips = with_copies(with_categories(trips, dirt), rows, dirt.duplicate, seed)
+    trips = with_fares(with_distance_and_duration(trips), tariff_for(year, month), service)
+    return with_recorded_trip(trips, service, dirt)
 
-    ids = with_copies(
-        spark.range(0, rows, 1, numPartitions=_partitions(rows, partitions)), rows, dirt.duplicate, seed
-    )
-    trips = trip_places(spark, ids, service, seed)
 
-    # when: day by weekday rate, hour by the sample's hourly profile, second uniform in the hour
-    day = _alias_sample([profile.weekday_rates[weekday] for weekday in weekdays], _uniform(seed, 3)) + 1
-    hour = _alias_sample([count + HOUR_PRIOR for count in profile.hour_counts], _uniform(seed, 4))
-    second = F.floor(_uniform(seed, 5) * 3600).cast("int")
-    weekend = _at(_ints([int(weekday >= 5) for weekday in weekdays]), F.col("day") - 1)
-    trips = trips.withColumns({"day": day, "hour": hour, "second": second}).withColumn("weekend", weekend)
+def with_pickup_time(trips: DataFrame, year: int, month: int, profile: SampleProfile) -> DataFrame:
+    """Day by weekday rate, hour by the sample's hourly profile, second uniform in the hour (NY wall clock)."""
+    weekdays = [date(year, month, day).weekday() for day in range(1, calendar.monthrange(year, month)[1] + 1)]
+    day = _alias_sample([profile.weekday_rates[weekday] for weekday in weekdays], F.col("u_day")) + 1
+    hour = _alias_sample([count + HOUR_PRIOR for count in profile.hour_counts], F.col("u_hour"))
+    second = F.floor(F.col("u_second") * 3600).cast("int")
+    weekend = _at(_ints([int(weekday >= WEEKEND_START) for weekday in weekdays]), F.col("day") - 1)
     pickup_at = F.make_timestamp(
-        F.lit(year),
-        F.lit(month),
-        F.col("day"),
-        F.col("hour"),
-        F.floor(F.col("second") / 60),
-        F.col("second") % 60,
+        F.lit(year), F.lit(month), F.col("day"), F.col("hour"), F.floor(F.col("second") / 60), F.col("second") % 60
+    )
+    return (
+        trips.withColumns({"day": day, "hour": hour, "second": second})
+        .withColumns({"weekend": weekend, "pickup_at": pickup_at})
+        .drop("day", "second")
     )
 
-    # how far and how long
-    miles = ROAD_FACTOR * F.col("base_miles") * F.exp(DISTANCE_SIGMA * _normal(seed, 6))
-    trips = trips.withColumns(
-        {"pickup_at": pickup_at, "miles": F.greatest(F.lit(MIN_DISTANCE_MILES), F.round(miles, 2))}
+
+def with_categories(trips: DataFrame, dirt: DirtRates) -> DataFrame:
+    """Vendor, passengers, flags, payment and trip type from their shares; dirty passenger counts and zones."""
+    unknown = F.col("u_zone_dirt") < dirt.unknown_zone
+    u_which = F.col("u_zone_end")  # pickup only, both, dropoff only: a third each
+    unknown_id = F.when(F.col("u_zone_kind") < UNKNOWN_ZONE_SHARE_264, UNKNOWN_ZONE_IDS[0]).otherwise(
+        UNKNOWN_ZONE_IDS[1]
     )
+    passengers = _categorical(PASSENGER_SHARES, F.col("u_passengers"))
+    return trips.withColumns(
+        {
+            "VendorID": _categorical(VENDOR_SHARES, F.col("u_vendor")),
+            "passenger_count": F.when(F.col("u_passenger_dirt") >= dirt.null_passenger_count, passengers),
+            "store_and_fwd_flag": F.when(F.col("u_store_and_forward") < STORE_AND_FORWARD_SHARE, "Y").otherwise("N"),
+            "payment_type": _categorical(PAYMENT_SHARES, F.col("u_payment")),
+            "trip_type": F.when(F.col("u_trip_type") < GREEN_DISPATCH_SHARE, 2).otherwise(1),
+            "PULocationID": F.when(unknown & (u_which < 2 / 3), unknown_id).otherwise(F.col("pickup")),
+            "DOLocationID": F.when(unknown & (u_which >= 1 / 3), unknown_id).otherwise(F.col("dropoff")),
+        }
+    )
+
+
+def with_distance_and_duration(trips: DataFrame) -> DataFrame:
+    """Meter miles (zone distance, road factor, noise) and the natural duration from the speed model."""
+    noise = F.exp(DISTANCE_SIGMA * _normal(F.col("u_distance_1"), F.col("u_distance_2")))
+    miles = F.greatest(F.lit(MIN_DISTANCE_MILES), F.round(ROAD_FACTOR * F.col("base_miles") * noise, 2))
     hour_speed = _at(_doubles(HOUR_SPEED_WEEKDAY + HOUR_SPEED_WEEKEND), F.col("weekend") * 24 + F.col("hour"))
     mph = (
         BASE_SPEED_MPH
         * hour_speed
         * F.col("pair_speed")
         * F.pow((F.col("miles") + 1.0) / 2.0, SPEED_DISTANCE_POWER)
-        * F.exp(SPEED_SIGMA * _normal(seed, 8))
+        * F.exp(SPEED_SIGMA * _normal(F.col("u_speed_1"), F.col("u_speed_2")))
     )
     natural = F.round(F.col("miles") / mph * 3600.0).cast("long")
-    trips = trips.withColumn(
+    return trips.withColumn("miles", miles).withColumn(
         "natural_s", F.least(F.greatest(natural, F.lit(MIN_DURATION_S)), F.lit(MAX_DURATION_S))
     )
-    trips = with_fares(trips, tariff, service, seed)
 
-    # dirt: one uniform splits the exclusive kinds of recorded duration; the other kinds are independent
-    u_time = _uniform(seed, 20)
+
+def with_recorded_trip(trips: DataFrame, service: str, dirt: DirtRates) -> DataFrame:
+    """The TLC columns as recorded: dirty durations and distances applied, in the service's order and types."""
+    # one uniform splits the exclusive kinds of recorded duration
+    u_time = F.col("u_time_dirt")
     zero_end = dirt.zero_duration
     day_end = zero_end + dirt.day_long
     before_end = day_end + dirt.dropoff_before_pickup
@@ -617,40 +702,20 @@ def synthetic_trips(
         .otherwise(F.col("natural_s"))
         .cast("long")
     )
-    unknown = _uniform(seed, 21) < dirt.unknown_zone
-    u_which = _uniform(seed, 22)  # pickup only, both, dropoff only: a third each
-    unknown_id = F.when(_uniform(seed, 23) < UNKNOWN_ZONE_SHARE_264, UNKNOWN_ZONE_IDS[0]).otherwise(
-        UNKNOWN_ZONE_IDS[1]
-    )
-    passengers = F.when(
-        _uniform(seed, 25) >= dirt.null_passenger_count, _categorical(PASSENGER_SHARES, _uniform(seed, 26))
-    )
     prefix = DATETIME_PREFIX[service]
     columns = {
-        "VendorID": _categorical(VENDOR_SHARES, _uniform(seed, 30)),
         f"{prefix}_pickup_datetime": F.col("pickup_at"),
         f"{prefix}_dropoff_datetime": F.timestamp_seconds(F.unix_seconds(F.col("pickup_at")) + duration),
-        "passenger_count": passengers,
-        "trip_distance": F.when(_uniform(seed, 24) < dirt.zero_distance, F.lit(0.0)).otherwise(
-            F.col("miles")
-        ),
-        "RatecodeID": F.col("RatecodeID"),
-        "store_and_fwd_flag": F.when(_uniform(seed, 31) < STORE_AND_FORWARD_SHARE, "Y").otherwise("N"),
-        "PULocationID": F.when(unknown & (u_which < 2 / 3), unknown_id).otherwise(F.col("pickup")),
-        "DOLocationID": F.when(unknown & (u_which >= 1 / 3), unknown_id).otherwise(F.col("dropoff")),
+        "trip_distance": F.when(F.col("u_distance_dirt") < dirt.zero_distance, F.lit(0.0)).otherwise(F.col("miles")),
         "ehail_fee": F.lit(None),
-        "trip_type": F.when(_uniform(seed, 32) < GREEN_DISPATCH_SHARE, 2).otherwise(1),
     }
     schema = SCHEMAS[service]
     return trips.select(
-        *(
-            columns.get(field.name, F.col(field.name)).cast(field.dataType).alias(field.name)
-            for field in schema.fields
-        )
+        *(columns.get(field.name, F.col(field.name)).cast(field.dataType).alias(field.name) for field in schema.fields)
     )
 
 
-def with_fares(trips: DataFrame, tariff: Tariff, service: str, seed: int) -> DataFrame:
+def with_fares(trips: DataFrame, tariff: Tariff, service: str) -> DataFrame:
     """RatecodeID, payment type and the money columns from the meter formula of the tariff in force."""
     manhattan = BOROUGH_CODES["Manhattan"]
     pickup, dropoff = F.col("pickup"), F.col("dropoff")
@@ -664,19 +729,17 @@ def with_fares(trips: DataFrame, tariff: Tariff, service: str, seed: int) -> Dat
     overnight = (F.col("hour") >= OVERNIGHT_HOURS[0]) | (F.col("hour") < OVERNIGHT_HOURS[1])
     rush = (F.col("weekend") == 0) & (F.col("hour") >= RUSH_HOURS[0]) & (F.col("hour") < RUSH_HOURS[1])
     extra = F.when(jfk, 0.0).when(overnight, tariff.overnight).when(rush, tariff.rush).otherwise(0.0)
-    u_tip = _uniform(seed, 28)
+    u_tip = F.col("u_tip")
     tip_share = F.when(u_tip < NO_TIP_SHARE, 0.0).otherwise(
         TIP_MIN + TIP_SPAN * (u_tip - NO_TIP_SHARE) / (1 - NO_TIP_SHARE)
     )
     crosses = F.col("pickup_borough") != F.col("dropoff_borough")
-    tolls = F.when(crosses & (_uniform(seed, 29) < TOLL_SHARE), tariff.toll).otherwise(0.0)
+    tolls = F.when(crosses & (F.col("u_toll") < TOLL_SHARE), tariff.toll).otherwise(0.0)
     touches_manhattan = (F.col("pickup_borough") == manhattan) | (F.col("dropoff_borough") == manhattan)
     congestion_rate = GREEN_CONGESTION if service == "green" else tariff.congestion
     no_value = F.lit(None).cast("double")
     congestion = (
-        F.when(touches_manhattan, congestion_rate).otherwise(0.0)
-        if tariff.congestion is not None
-        else no_value
+        F.when(touches_manhattan, congestion_rate).otherwise(0.0) if tariff.congestion is not None else no_value
     )
     at_airport = pickup.isin(*(zone for zone in AIRPORT_ZONE_IDS if zone != NEWARK_ZONE))
     airport_fee = (
@@ -687,7 +750,6 @@ def with_fares(trips: DataFrame, tariff: Tariff, service: str, seed: int) -> Dat
     money = trips.withColumns(
         {
             "RatecodeID": F.when(jfk, RATE_JFK).when(newark, RATE_NEWARK).otherwise(RATE_STANDARD),
-            "payment_type": _categorical(PAYMENT_SHARES, _uniform(seed, 27)),
             "fare_amount": F.round(fare, 2).cast("double"),
             "extra": extra.cast("double"),
             "mta_tax": F.lit(MTA_TAX),
@@ -702,9 +764,5 @@ def with_fares(trips: DataFrame, tariff: Tariff, service: str, seed: int) -> Dat
     )
     parts = ("fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge")
     total = sum((F.col(name) for name in parts[1:]), F.col(parts[0]))
-    total = (
-        total
-        + F.coalesce(F.col("congestion_surcharge"), F.lit(0.0))
-        + F.coalesce(F.col("Airport_fee"), F.lit(0.0))
-    )
+    total = total + F.coalesce(F.col("congestion_surcharge"), F.lit(0.0)) + F.coalesce(F.col("Airport_fee"), F.lit(0.0))
     return money.withColumn("total_amount", F.round(total, 2))
