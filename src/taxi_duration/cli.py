@@ -16,7 +16,7 @@ from rich.table import Table
 
 from taxi_duration.errors import TaxiDurationError
 from taxi_duration.params import ModelKind
-from taxi_duration.settings import Settings
+from taxi_duration.settings import Settings, get_settings
 
 app = typer.Typer(
     name="taxi-duration",
@@ -39,7 +39,7 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = Settings(**{k: v for k, v in self.overrides.items() if v is not None})
+            self._settings = get_settings(**self.overrides)
         return self._settings
 
 

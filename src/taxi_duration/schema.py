@@ -55,6 +55,7 @@ QUARANTINE_SCHEMA = StructType(
     [
         StructField("trip_id", LongType(), False),
         StructField("reason", StringType(), False),
+        StructField("reason_detail", StringType(), True),
         StructField("raw", StringType(), True),  # the raw row as JSON, values exactly as read
         StructField("format", StringType(), False),
         StructField("source_file", StringType(), False),

@@ -37,6 +37,8 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        # partitioned writes keep a writer per partition open instead of sorting every task's rows first
+        "spark.sql.maxConcurrentOutputFileWriters": "32",
         "spark.sql.parquet.compression.codec": "snappy",
         # the feature SQL embeds zone tables as literals; plan strings are long, not a problem
         "spark.sql.debug.maxToStringFields": "500",

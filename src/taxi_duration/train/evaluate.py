@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 PREDICTED_MINUTES = "predicted_minutes"
 ACTUAL_MINUTES = "actual_minutes"
-MEDIAN_ACCURACY = 10_000
+MEDIAN_ACCURACY = 1_000
 METRIC_NAMES = ("rmse_minutes", "mae_minutes", "rmsle", "r2", "rows")
 
 
@@ -41,7 +41,7 @@ def regression_metrics(df: DataFrame, predicted: str = PREDICTED_MINUTES, actual
 
 
 def _median(column: Column) -> Column:
-    """percentile_approx: an element of the group (the lower middle one for even sizes), rank error 1e-4.
+    """percentile_approx: an element of the group (the lower middle one for even sizes), rank error 1e-3.
 
     An exact median would hold whole groups in memory; on millions of trips per zone pair that is a risk."""
     return F.percentile_approx(column, 0.5, MEDIAN_ACCURACY)

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from taxi_duration.errors import NoDataError
 
 SPLIT_RELATIVE_ERROR = 0.001
-
-
-def split_cutoff(trips: DataFrame, validation_fraction: float) -> datetime:
-    """The pickup time before which (1 - validation_fraction) of the trips fall (approximate quantile)."""
-    seconds = trips.select(F.unix_micros("pickup_datetime").alias("t"))
-    quantiles = seconds.approxQuantile("t", [1.0 - validation_fraction], SPLIT_RELATIVE_ERROR)
-    if not quantiles:
-        raise NoDataError("no trips to split: ingest some trip files first (taxi-duration ingest PATH)")
-    return datetime.fromtimestamp(quantiles[0] / 1_000_000)
 
 
 def time_split(trips: DataFrame, cutoff_micros: int) -> tuple[DataFrame, DataFrame]:
