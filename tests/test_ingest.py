@@ -216,3 +216,20 @@ def test_duplicate_ids_mark_all_copies_but_one(spark: SparkSession, tmp_path: Pa
     report = ingest(spark, tmp_path, [path])
     assert (report.rows_clean, report.by_reason) == (2, {"duplicate_row": 2})
     assert trips(spark, tmp_path).select(F.countDistinct("trip_id")).first()[0] == 2
+
+
+def test_green_csv_uses_lpep_times(spark: SparkSession, tmp_path: Path) -> None:
+    header = (
+        "VendorID,lpep_pickup_datetime,lpep_dropoff_datetime,store_and_fwd_flag,RatecodeID,PULocationID,"
+        "DOLocationID,passenger_count,trip_distance,fare_amount,extra,mta_tax,tip_amount,tolls_amount,ehail_fee,"
+        "improvement_surcharge,total_amount,payment_type,trip_type,congestion_surcharge"
+    )
+    path = write_csv(
+        tmp_path / "green_tripdata_2019-03.csv",
+        header,
+        ["2,2019-03-01 08:10:00,2019-03-01 08:31:30,N,1,74,75,1,2.9,13.5,0,0.5,0,0,,0.3,14.3,2,1,0"],
+    )
+    report = ingest(spark, tmp_path, [path])
+    assert (report.rows_clean, report.files[0].format) == (1, "green")
+    row = trips(spark, tmp_path).select("service", "pickup_datetime", "duration_s", "fare_amount").first()
+    assert row is not None and tuple(row) == ("green", datetime(2019, 3, 1, 8, 10), 1290.0, 13.5)
