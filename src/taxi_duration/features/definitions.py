@@ -37,6 +37,18 @@ GRID_ROWS = round((GRID_LAT_MAX - GRID_LAT_MIN) / GRID_STEP)
 
 LABEL = "label"  # natural log of the duration in seconds: errors become relative, as RMSLE scores them
 
+# The canonical trip columns the feature expressions read: all a model needs as input.
+FEATURE_INPUT_COLUMNS: tuple[str, ...] = (
+    "pickup_datetime",
+    "pickup_location_id",
+    "dropoff_location_id",
+    "pickup_latitude",
+    "pickup_longitude",
+    "dropoff_latitude",
+    "dropoff_longitude",
+    "trip_distance",
+)
+
 FEATURE_COLUMNS: tuple[str, ...] = (
     "pickup_hour",
     "pickup_weekday",

@@ -175,13 +175,16 @@ def _previous_output_set_aside(
     moved; elsewhere dynamic partition overwrite replaces the partitions the new output touches.
     """
     roots = [root for root in (_local(trips_path), _local(quarantine_path)) if root is not None and root.is_dir()]
+    if not roots:
+        yield
+        return
     wanted = {f"source={source_id}" for source_id in source_ids}
+    aside = Path(tempfile.mkdtemp(prefix=".replaced-", dir=roots[0].parent))
     moved: list[tuple[Path, Path]] = []
-    aside = Path(tempfile.mkdtemp(prefix=".replaced-", dir=roots[0].parent)) if roots else None
     try:
         for root in roots:
             for old in [p for p in root.rglob("source=*") if p.is_dir() and p.name in wanted]:
-                target = aside / f"{len(moved)}"  # type: ignore[operator]
+                target = aside / str(len(moved))
                 old.rename(target)
                 moved.append((old, target))
         yield
@@ -192,5 +195,4 @@ def _previous_output_set_aside(
             target.rename(original)
         raise
     finally:
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)

@@ -11,19 +11,6 @@ from pyspark.sql import functions as F
 from taxi_duration.train.evaluate import minutes_from_log_seconds
 from taxi_duration.train.pipeline import PREDICTION
 
-PREDICTION_COLUMNS = (
-    "trip_id",
-    "service",
-    "pickup_datetime",
-    "pickup_location_id",
-    "dropoff_location_id",
-    "trip_distance",
-    "predicted_duration_minutes",
-    "actual_duration_minutes",
-    "model_name",
-    "model_version",
-)
-
 
 def with_predictions(model: PipelineModel, model_name: str, model_version: str) -> Callable[[DataFrame], DataFrame]:
     """Canonical trips -> one prediction row per trip (minutes), stamped with the model version."""

@@ -7,19 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from taxi_duration.errors import UnknownFormatError, UnreadableInputError
+from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS
 from taxi_duration.ingest.formats import detect_format
 from taxi_duration.serve.predictor import ExportedModel
 
-_NEEDED = (
-    "pickup_datetime",
-    "pickup_location_id",
-    "dropoff_location_id",
-    "pickup_latitude",
-    "pickup_longitude",
-    "dropoff_latitude",
-    "dropoff_longitude",
-    "trip_distance",
-)
+_NEEDED = FEATURE_INPUT_COLUMNS
 
 
 def read_trip_file(path: Path) -> pd.DataFrame:

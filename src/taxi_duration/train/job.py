@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from taxi_duration import __version__
 from taxi_duration.errors import NoDataError
-from taxi_duration.features.definitions import LABEL, with_label
+from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS, LABEL, with_label
 from taxi_duration.params import ModelKind, PipelineParams
 from taxi_duration.registry.promotion import PromotionDecision, alias_version, decide_promotion
 from taxi_duration.serve.champion import EXPORTED_ARTIFACT
@@ -43,20 +43,8 @@ from taxi_duration.train.pipeline import PREDICTION, build_pipeline, feature_col
 from taxi_duration.train.split import cutoff_micros, time_split
 
 PLOT_SAMPLE_ROWS = 5000
-# what the pipeline, the baseline and the plots read (the SQLTransformer needs the zone/coordinate columns)
-MODEL_INPUT_COLUMNS = (
-    "trip_id",
-    "pickup_datetime",
-    "pickup_location_id",
-    "dropoff_location_id",
-    "pickup_latitude",
-    "pickup_longitude",
-    "dropoff_latitude",
-    "dropoff_longitude",
-    "trip_distance",
-    "duration_s",
-    LABEL,
-)
+# what the pipeline, the baseline and the plots read
+MODEL_INPUT_COLUMNS = ("trip_id", *FEATURE_INPUT_COLUMNS, "duration_s", LABEL)
 
 
 @contextmanager
