@@ -51,6 +51,9 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
             spark.conf.set(key, value)
         return spark
 
+    active = SparkSession.getActiveSession()
+    if active is not None:  # e.g. `demo` runs several commands in one process: one session for all
+        return active
     builder = SparkSession.builder.appName(app_name).master(settings.master)
     static_conf = {
         "spark.driver.memory": settings.driver_memory,
