@@ -478,6 +478,80 @@ def demo(
         _emit_json({"workspace": str(settings.workspace), "report": str(settings.reports_path / "report.html")})
 
 
+cluster_app = typer.Typer(
+    help="A Spark standalone cluster on this machine (master + workers from the installed pyspark).",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("start")
+def cluster_start(
+    ctx: typer.Context,
+    workers: Annotated[int, typer.Option(min=1, help="Number of workers.")] = 2,
+    cores: Annotated[int, typer.Option(min=1, help="Cores per worker.")] = 1,
+    memory: Annotated[str, typer.Option(help="Memory per worker for executors, e.g. 1g.")] = "1g",
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Master port.")] = 7077,
+    webui_port: Annotated[int, typer.Option(help="Master web UI port.")] = 8080,
+    authenticate: Annotated[
+        bool, typer.Option("--authenticate", help="Require a generated shared secret (spark.authenticate).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a master and workers in the background; return when every worker has registered."""
+    from taxi_duration.cluster import start_cluster
+
+    console = _console(as_json)
+    settings: Settings = ctx.obj.settings
+    with _stage(console, f"starting a master and {workers} worker(s) of {cores} core(s), {memory}"):
+        info = start_cluster(
+            settings.workspace,
+            workers=workers,
+            cores=cores,
+            memory=memory,
+            host=host,
+            port=port,
+            webui_port=webui_port,
+            authenticate=authenticate,
+        )
+    console.print(f"master [bold]{info.master_url}[/bold], web UI {info.webui_url}, logs in {info.cluster_dir}/logs")
+    if info.authenticate:
+        console.print(f"shared secret in {info.auth_conf} (mode 0600); clients need it:")
+    console.print(info.client_instructions(), markup=False)
+    if as_json:
+        _emit_json(info.to_dict())
+
+
+@cluster_app.command("status")
+def cluster_status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Master URL, live daemons, and workers/cores as the master sees them."""
+    from taxi_duration.cluster import cluster_status
+
+    console = _console(as_json)
+    settings: Settings = ctx.obj.settings
+    status = cluster_status(settings.workspace)
+    table = Table(title="Spark standalone cluster", show_header=False)
+    for key, value in status.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    if as_json:
+        _emit_json(status)
+
+
+@cluster_app.command("stop")
+def cluster_stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Stop this workspace's cluster (SIGTERM, then SIGKILL after 15 s)."""
+    from taxi_duration.cluster import stop_cluster
+
+    console = _console(as_json)
+    settings: Settings = ctx.obj.settings
+    stopped = stop_cluster(settings.workspace)
+    console.print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
+    if as_json:
+        _emit_json({"stopped_pids": stopped})
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     try:

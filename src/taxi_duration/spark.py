@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from importlib import resources
 
@@ -30,6 +31,8 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
     """Build (or reuse) the session the settings describe. Only entry points call this."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    # executors on a cluster run this interpreter (with pandas/pyarrow), not whatever `python3` is on PATH
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     use_session_time_zone_in_python()
     conf: dict[str, str] = {
         "spark.sql.session.timeZone": SESSION_TIME_ZONE,
