@@ -233,3 +233,23 @@ def test_green_csv_uses_lpep_times(spark: SparkSession, tmp_path: Path) -> None:
     assert (report.rows_clean, report.files[0].format) == (1, "green")
     row = trips(spark, tmp_path).select("service", "pickup_datetime", "duration_s", "fare_amount").first()
     assert row is not None and tuple(row) == ("green", datetime(2019, 3, 1, 8, 10), 1290.0, 13.5)
+
+
+def test_empty_and_corrupt_files_are_clear_errors_and_write_nothing(spark: SparkSession, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    corrupt = tmp_path / "yellow_tripdata_2024-01.parquet"
+    corrupt.write_bytes(b"not parquet at all")
+    with pytest.raises(UnreadableInputError, match=r"empty\.csv: empty file, expected a header line"):
+        run_ingest(spark, [str(empty)], tmp_path / "trips", tmp_path / "quarantine", QualityParams())
+    with pytest.raises(
+        UnreadableInputError, match=r"2024-01\.parquet: cannot read as parquet \(\[FAILED_READ_FILE.CANNOT_READ_FILE_FOOTER\]"
+    ):
+        run_ingest(spark, [str(corrupt)], tmp_path / "trips", tmp_path / "quarantine", QualityParams())
+    assert not (tmp_path / "trips").exists()
+
+
+def test_header_only_file_ingests_zero_rows(spark: SparkSession, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "header_only.csv", HEADER, [])
+    report = ingest(spark, tmp_path, [path])
+    assert (report.rows_in, report.rows_clean, report.rows_quarantined) == (0, 0, 0)

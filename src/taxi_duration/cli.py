@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -563,12 +564,14 @@ def main() -> None:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
     except Exception as exc:
-        from pyspark.errors import AnalysisException
+        from py4j.protocol import Py4JJavaError
+        from pyspark.errors import PySparkException
 
-        if isinstance(exc, AnalysisException):
-            first = str(exc).strip().splitlines()[0]
-            sys.stderr.write(f"error: {first}\n")
-            sys.exit(2)
+        from taxi_duration.ingest.readers import spark_error_summary
+
+        if isinstance(exc, PySparkException | Py4JJavaError) and not os.environ.get("TAXI_DURATION_DEBUG"):
+            sys.stderr.write(f"error: {spark_error_summary(exc)}\n(set TAXI_DURATION_DEBUG=1 for the full trace)\n")
+            sys.exit(1)
         raise
 
 

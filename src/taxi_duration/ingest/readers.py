@@ -8,7 +8,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from pyspark.errors import AnalysisException
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 
@@ -96,11 +97,25 @@ def read_header(spark: SparkSession, source: Source) -> list[str]:
     """Column names of a source, read cheaply (CSV header line, Parquet footer)."""
     try:
         if source.kind == "parquet":
-            return spark.read.parquet(source.path).columns
-        return spark.read.option("header", True).csv(source.path).columns
-    except AnalysisException as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise UnreadableInputError(f"{source.path}: cannot read as {source.kind} ({first})") from None
+            columns = spark.read.parquet(source.path).columns
+        else:
+            columns = spark.read.option("header", True).csv(source.path).columns
+    except (PySparkException, Py4JJavaError) as exc:  # corrupt footer, unreadable file, permissions, ...
+        raise UnreadableInputError(
+            f"{source.path}: cannot read as {source.kind} ({spark_error_summary(exc)})"
+        ) from None
+    if not columns:
+        raise UnreadableInputError(f"{source.path}: empty file, expected a header line with the trip columns")
+    return columns
+
+
+def spark_error_summary(exc: Exception) -> str:
+    """The first meaningful line of a Spark (or py4j-wrapped JVM) error, at most 200 characters."""
+    for line in str(exc).strip().splitlines():
+        text = line.strip().removeprefix(":").strip()
+        if text and not text.startswith("An error occurred while calling"):
+            return text.removeprefix("org.apache.spark.SparkException: ")[:200]
+    return exc.__class__.__name__
 
 
 def read_raw(spark: SparkSession, source: Source, columns: list[str]) -> DataFrame:
