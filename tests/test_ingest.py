@@ -243,7 +243,8 @@ def test_empty_and_corrupt_files_are_clear_errors_and_write_nothing(spark: Spark
     with pytest.raises(UnreadableInputError, match=r"empty\.csv: empty file, expected a header line"):
         run_ingest(spark, [str(empty)], tmp_path / "trips", tmp_path / "quarantine", QualityParams())
     with pytest.raises(
-        UnreadableInputError, match=r"2024-01\.parquet: cannot read as parquet \(\[FAILED_READ_FILE.CANNOT_READ_FILE_FOOTER\]"
+        UnreadableInputError,
+        match=r"2024-01\.parquet: cannot read as parquet \(\[FAILED_READ_FILE.CANNOT_READ_FILE_FOOTER\]",
     ):
         run_ingest(spark, [str(corrupt)], tmp_path / "trips", tmp_path / "quarantine", QualityParams())
     assert not (tmp_path / "trips").exists()
