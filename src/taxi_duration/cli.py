@@ -553,6 +553,76 @@ def cluster_stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
         _emit_json({"stopped_pids": stopped})
 
 
+connect_app = typer.Typer(
+    help="A Spark Connect server on this machine (from the installed pyspark); commands reach it with --remote.",
+    no_args_is_help=True,
+)
+app.add_typer(connect_app, name="connect-server")
+
+
+@connect_app.command("start")
+def connect_start(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="gRPC port.")] = 15002,
+    spark_master: Annotated[
+        str, typer.Option(help="Where the server's Spark runs: local[*] or a cluster, e.g. spark://127.0.0.1:7077.")
+    ] = "local[*]",
+    server_memory: Annotated[str, typer.Option(help="The server's driver heap.")] = "2g",
+    token: Annotated[
+        bool, typer.Option("--token/--no-token", help="Require a generated bearer token (default: on).")
+    ] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a Spark Connect server in the background; return when it accepts connections."""
+    from taxi_duration.cluster.connect import start_connect_server
+
+    console = _console(as_json)
+    settings: Settings = ctx.obj.settings
+    with _stage(console, f"starting a Spark Connect server on {host}:{port} (Spark: {spark_master})"):
+        info = start_connect_server(
+            settings.workspace,
+            host=host,
+            port=port,
+            master=spark_master,
+            driver_memory=server_memory,
+            authenticate=token,
+        )
+    console.print(f"Spark Connect at [bold]{info.public_url}[/bold] (pid {info.pid}), log {info.log}")
+    if info.url_file:
+        console.print(f"the URL with its token is in {info.url_file} (mode 0600); clients:")
+    console.print(info.client_instructions(), markup=False)
+    if as_json:
+        _emit_json(info.to_dict())
+
+
+@connect_app.command("status")
+def connect_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Whether this workspace's Connect server runs and accepts connections."""
+    from taxi_duration.cluster.connect import connect_server_status
+
+    console = _console(as_json)
+    status = connect_server_status(ctx.obj.settings.workspace)
+    table = Table(title="Spark Connect server", show_header=False)
+    for key, value in status.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    if as_json:
+        _emit_json(status)
+
+
+@connect_app.command("stop")
+def connect_stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Stop this workspace's Connect server (SIGTERM, then SIGKILL after 15 s)."""
+    from taxi_duration.cluster.connect import stop_connect_server
+
+    console = _console(as_json)
+    stopped = stop_connect_server(ctx.obj.settings.workspace)
+    console.print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
+    if as_json:
+        _emit_json({"stopped_pids": stopped})
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     try:

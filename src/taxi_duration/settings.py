@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     config: Path | None = Field(None, description="Pipeline parameters YAML (default: the packaged one)")
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf (JSON in env)")
     log_level: str = Field("WARN", description="Spark log level")
+
+    @field_validator("workspace")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # a Spark Connect server or a cluster resolves relative paths against its own working directory
+        return value.expanduser().resolve()
 
     @property
     def lakehouse(self) -> Path:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import sys
 import time
 from importlib import resources
+from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
+from taxi_duration.errors import ConfigError
+from taxi_duration.ingest.readers import spark_error_summary
 from taxi_duration.settings import Settings
 
 # TLC timestamps are New York wall-clock times without a zone; reading them in this zone makes
@@ -47,12 +52,7 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         "spark.sql.debug.maxToStringFields": "500",
     }
     if settings.remote:
-        builder = SparkSession.builder.remote(settings.remote)
-        session_conf = {**conf, **settings.spark_conf}
-        spark = builder.getOrCreate()
-        for key, value in session_conf.items():
-            spark.conf.set(key, value)
-        return spark
+        return remote_session(settings.remote, {**conf, **settings.spark_conf})
 
     active = SparkSession.getActiveSession()
     if active is not None:  # e.g. `demo` runs several commands in one process: one session for all
@@ -72,4 +72,34 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
+    return spark
+
+
+def redact(url: str) -> str:
+    """A Spark Connect URL without its token, for messages and logs."""
+    return re.sub(r"(token=)[^;]*", r"\1***", url)
+
+
+def remote_session(url: str, conf: dict[str, str], timeout: float = 10.0) -> SparkSession:
+    """A Spark Connect session with `conf` set; a one-line ConfigError if the server is not there or refuses us
+    (the client would otherwise retry for minutes and end in a gRPC trace)."""
+    parsed = urlparse(url.split(";", 1)[0].rstrip("/"))
+    if parsed.scheme != "sc" or not parsed.hostname:
+        raise ConfigError(f"--remote: expected a Spark Connect URL like sc://127.0.0.1:15002, found '{redact(url)}'")
+    host, port = parsed.hostname, parsed.port or 15002
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"--remote {redact(url)}: no Spark Connect server answers at {host}:{port} ({exc.strerror or exc}); "
+            "start one with `taxi-duration connect-server start`"
+        ) from None
+    try:
+        spark = SparkSession.builder.remote(url).getOrCreate()
+        for key, value in conf.items():
+            spark.conf.set(key, value)
+    except Exception as exc:
+        hint = "; a server started by `connect-server start` needs the URL in WORKSPACE/connect/remote-url"
+        detail = spark_error_summary(exc)
+        raise ConfigError(f"--remote {redact(url)}: {detail}" + (hint if "UNAUTHENTICATED" in detail else "")) from None
     return spark

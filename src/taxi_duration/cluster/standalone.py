@@ -138,11 +138,12 @@ def pid_alive(pid: int) -> bool:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             return False
-        return b"org.apache.spark.deploy" in cmdline
+        # a Spark daemon (deploy.Master/Worker) or the script running one (sbin/spark-daemon.sh ... SparkConnectServer)
+        return b"org.apache.spark." in cmdline
     return True
 
 
-def _port_in_use(host: str, port: int) -> bool:
+def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
@@ -155,7 +156,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write a file only the owner can read (created 0600, never world-readable in between)."""
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -183,10 +184,15 @@ def _daemon_properties(authenticate: bool, secret: str | None) -> str:
 
 
 def _launch(home: Path, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return launch_detached([str(home / "bin" / "spark-class"), *args], log, env)
+
+
+def launch_detached(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start a daemon in its own session (so its process group can be signalled), output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [str(home / "bin" / "spark-class"), *args],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -208,7 +214,7 @@ def _last_error(log: Path) -> str:
     return lines[-1].strip()[:300] if lines else "empty log"
 
 
-def _wait_for(pattern: re.Pattern[str], log: Path, process: subprocess.Popen[bytes], what: str, deadline: float) -> str:
+def wait_for(pattern: re.Pattern[str], log: Path, process: subprocess.Popen[bytes], what: str, deadline: float) -> str:
     while True:
         text = log.read_text(errors="replace") if log.exists() else ""
         if pattern.search(text):
@@ -259,7 +265,7 @@ def start_cluster(
             "stop it first"
         )
     for what, number in (("master port", port), ("master web UI port", webui_port)):
-        if number and _port_in_use(host, number):
+        if number and port_in_use(host, number):
             raise ClusterError(f"{what} {host}:{number} is already in use")
     home = spark_home()
     base = cluster_dir(workspace)
@@ -271,14 +277,14 @@ def start_cluster(
 
     secret = secrets.token_urlsafe(32) if authenticate else None
     properties = base / "spark-daemons.conf"
-    _write_private(properties, _daemon_properties(authenticate, secret))
+    write_private(properties, _daemon_properties(authenticate, secret))
     auth_conf: Path | None = None
     if authenticate and secret:
         auth_conf = base / "spark-auth.conf"
-        _write_private(auth_conf, f"spark.authenticate=true\nspark.authenticate.secret={secret}\n")
+        write_private(auth_conf, f"spark.authenticate=true\nspark.authenticate.secret={secret}\n")
         # the same for `taxi-duration`, which reads extra Spark conf as JSON from TAXI_DURATION_SPARK_CONF
         auth = {"spark.authenticate": "true", "spark.authenticate.secret": secret}
-        _write_private(auth_conf.with_suffix(".json"), json.dumps(auth) + "\n")
+        write_private(auth_conf.with_suffix(".json"), json.dumps(auth) + "\n")
 
     env = {
         **os.environ,
@@ -320,7 +326,7 @@ def start_cluster(
         processes.append(master)
         (base / "master.pid").write_text(f"{master.pid}\n")
         log_files["master"] = str(master_log)
-        text = _wait_for(MASTER_READY, master_log, master, f"Spark master (pid {master.pid})", deadline)
+        text = wait_for(MASTER_READY, master_log, master, f"Spark master (pid {master.pid})", deadline)
         bound = MASTER_UI.search(text)
         actual_webui = int(bound.group(1)) if bound else webui_port
 
@@ -356,10 +362,10 @@ def start_cluster(
             log_files[f"worker-{index}"] = str(worker_log)
             worker_procs.append((worker, worker_log))
         for index, (worker, worker_log) in enumerate(worker_procs, start=1):
-            _wait_for(WORKER_READY, worker_log, worker, f"Spark worker {index} (pid {worker.pid})", deadline)
+            wait_for(WORKER_READY, worker_log, worker, f"Spark worker {index} (pid {worker.pid})", deadline)
     except BaseException:
         for process in reversed(processes):
-            _terminate([process.pid], grace=5.0)
+            terminate([process.pid], grace=5.0)
         for pid_file in base.glob("*.pid"):
             pid_file.unlink()
         raise
@@ -441,7 +447,7 @@ def _signal(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def _terminate(pids: list[int], grace: float = 15.0) -> list[int]:
+def terminate(pids: list[int], grace: float = 15.0) -> list[int]:
     targets = [pid for pid in pids if pid_alive(pid)]
     for pid in targets:
         _signal(pid, signal.SIGTERM)
@@ -468,8 +474,8 @@ def stop_cluster(workspace: Path, grace: float = 15.0) -> list[int]:
         with contextlib.suppress(OSError, ValueError):
             from_files.append(int(pid_file.read_text().strip()))
     workers_first = [*worker_pids, *[pid for pid in from_files if pid not in worker_pids and pid != master_pid]]
-    stopped = _terminate(workers_first, grace)
-    stopped += _terminate([master_pid], grace)
+    stopped = terminate(workers_first, grace)
+    stopped += terminate([master_pid], grace)
     still = [pid for pid in stopped if pid_alive(pid)]
     if still:
         raise ClusterError(f"could not stop pids {', '.join(map(str, still))} (see {base / 'logs'})")

@@ -109,8 +109,15 @@ def read_header(spark: SparkSession, source: Source) -> list[str]:
     return columns
 
 
+GRPC_STATUS = re.compile(r'status = StatusCode\.(\w+)\s+details = "([^"]*)"')
+
+
 def spark_error_summary(exc: Exception) -> str:
-    """The first meaningful line of a Spark (or py4j-wrapped JVM) error, at most 200 characters."""
+    """The first meaningful line of a Spark (or py4j-wrapped JVM, or Spark Connect gRPC) error, at most 200
+    characters."""
+    grpc = GRPC_STATUS.search(str(exc))
+    if grpc:  # "<_InactiveRpcError ... status = StatusCode.UNAVAILABLE ... details = "...">"
+        return f"Spark Connect: {grpc.group(1)}: {grpc.group(2)}"[:200]
     for line in str(exc).strip().splitlines():
         text = line.strip().removeprefix(":").strip()
         if text and not text.startswith("An error occurred while calling"):

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import mlflow.spark
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from taxi_duration.errors import ModelNotFoundError
 from taxi_duration.registry.promotion import alias_version
+from taxi_duration.registry.spark_model import load_spark_model
 from taxi_duration.score.batch import with_predictions
 
 
@@ -35,7 +35,7 @@ def run_score(trips: DataFrame, model_name: str, alias: str, predictions_path: P
         raise ModelNotFoundError(
             f"models:/{model_name}@{alias}: no such registered model or alias; run `taxi-duration train` first"
         )
-    model = mlflow.spark.load_model(f"models:/{model_name}/{version}")
+    model = load_spark_model(f"models:/{model_name}/{version}", trips.sparkSession)
     predictions = trips.transform(with_predictions(model, model_name, version))
     predictions.write.mode("overwrite").parquet(str(predictions_path))
     written = predictions.sparkSession.read.parquet(str(predictions_path))

@@ -43,7 +43,8 @@ RF_CLASS = "org.apache.spark.ml.regression.RandomForestRegressionModel"
 LINEAR_CLASS = "org.apache.spark.ml.regression.LinearRegressionModel"
 SQL_CLASS = "org.apache.spark.ml.feature.SQLTransformer"
 ASSEMBLER_CLASS = "org.apache.spark.ml.feature.VectorAssembler"
-PIPELINE_CLASS = "org.apache.spark.ml.PipelineModel"
+# the JVM writes the first; pyspark's own writer (used under Spark Connect) the second, with the same layout
+PIPELINE_CLASSES = ("org.apache.spark.ml.PipelineModel", "pyspark.ml.pipeline.PipelineModel")
 KINDS = {GBT_CLASS: "gbt", RF_CLASS: "rf", LINEAR_CLASS: "linear"}
 
 
@@ -192,7 +193,7 @@ def read_pipeline(model_dir: str | Path) -> dict[str, Any]:
     """The exportable content of a saved feature -> assembler -> regressor PipelineModel (no model name yet)."""
     pipeline = _pipeline_folder(Path(model_dir))
     top = _read_metadata(pipeline)
-    if top.get("class") != PIPELINE_CLASS:
+    if top.get("class") not in PIPELINE_CLASSES:
         raise ExportError(f"{pipeline}: a {top.get('class')}, not a PipelineModel")
     uids = list(_param(top, "stageUids") or [])
     stages = _stage_folders(pipeline, uids)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.spark
 from mlflow.tracking import MlflowClient
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
@@ -27,6 +26,7 @@ from taxi_duration.errors import NoDataError
 from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS, LABEL, with_label
 from taxi_duration.params import ModelKind, PipelineParams
 from taxi_duration.registry.promotion import PromotionDecision, alias_version, decide_promotion
+from taxi_duration.registry.spark_model import load_spark_model, log_spark_model
 from taxi_duration.serve.champion import EXPORTED_ARTIFACT
 from taxi_duration.serve.export import export_model
 from taxi_duration.serve.predictor import log_exported_pyfunc
@@ -70,13 +70,6 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def pip_requirements() -> list[str]:
-    """What the logged Spark model needs, given explicitly (inferring it starts a second JVM)."""
-    import pyspark
-
-    return [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
 
 
 def training_frame(trips: DataFrame, sample_fraction: float | None, seed: int) -> DataFrame:
@@ -180,13 +173,13 @@ def run_train(
             with _timed(timings, "log_run"):
                 _log_run(model, kind, params, tune, tuning, metrics, baseline, data, scored)
             with _timed(timings, "log_model"):
-                info = mlflow.spark.log_model(model, "model", pip_requirements=pip_requirements())
+                model_uri = log_spark_model(model, trips.sparkSession)
             with _timed(timings, "register"):
                 version, decision = _register_and_promote(
-                    info.model_uri, model_name, params, run.info.run_id, metrics, valid
+                    model_uri, model_name, params, run.info.run_id, metrics, valid
                 )
             with _timed(timings, "export"):
-                _log_exported(info.model_uri, model_name, version, metrics)
+                _log_exported(model_uri, model_name, version, metrics)
             mlflow.log_metrics({f"seconds_{step}": value for step, value in timings.items()})
         scored.unpersist()
     finally:
@@ -317,7 +310,7 @@ def _register_and_promote(
     champion_score: float | None = None
     if champion_version is not None:
         # the champion is scored on this run's validation trips, so both numbers mean the same thing
-        champion = mlflow.spark.load_model(f"models:/{model_name}@{aliases.champion_alias}")
+        champion = load_spark_model(f"models:/{model_name}@{aliases.champion_alias}", valid.sparkSession)
         champion_score = regression_metrics(predict_minutes(champion, valid))[metric]
         mlflow.log_metric(f"champion_{metric}", champion_score)
     decision = decide_promotion(metric, metrics[metric], champion_score, champion_version)

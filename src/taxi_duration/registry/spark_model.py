@@ -1,0 +1,97 @@
+"""Log and load the Spark PipelineModel with MLflow in classic mode and under Spark Connect alike.
+
+`mlflow.spark.log_model`/`load_model` copy the model through Hadoop's FileSystem via the py4j gateway, which
+a Spark Connect client (Databricks Connect, serverless) does not have. Under Connect the model is saved by the
+session itself into the MLflow DFS temp folder (`MLFLOW_DFS_TMP`, inside the workspace by default) and logged
+from there as an ordinary MLflow Spark-flavour model (`MLmodel` + `sparkml/`), so both modes produce the same
+artifact, `mlflow.spark.load_model` can load either in classic mode, and the JVM-free exporter reads either.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import mlflow.spark
+import yaml
+from mlflow.models import Model
+from pyspark.ml import PipelineModel
+from pyspark.sql import SparkSession
+
+from taxi_duration.errors import TaxiDurationError
+
+SPARKML = "sparkml"  # the sub-folder mlflow.spark uses for the saved PipelineModel
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def pip_requirements() -> list[str]:
+    """What the logged Spark model needs, given explicitly (inferring it starts a second JVM)."""
+    import pyspark
+
+    return [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
+
+
+def _transfer_dir() -> Path:
+    """A folder both this client and the Spark driver see: MLFLOW_DFS_TMP (set by configure_mlflow)."""
+    root = Path(os.environ.get("MLFLOW_DFS_TMP") or tempfile.gettempdir()).resolve()
+    path = root / f"taxi-duration-{uuid.uuid4().hex}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_mlmodel(folder: Path) -> None:
+    """The MLmodel, requirements and environment files mlflow.spark writes, from MLflow's public API."""
+    import pyspark
+
+    model = Model()
+    mlflow.pyfunc.add_to_model(model, loader_module="mlflow.spark", data=SPARKML, python_env="python_env.yaml")
+    model.add_flavor("spark", pyspark_version=pyspark.__version__, model_data=SPARKML, code=None)
+    model.save(str(folder / "MLmodel"))
+    requirements = pip_requirements()
+    (folder / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    version = ".".join(map(str, sys.version_info[:3]))
+    env = {"python": version, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}
+    (folder / "python_env.yaml").write_text(yaml.safe_dump(env, sort_keys=False))
+
+
+def log_spark_model(model: PipelineModel, spark: SparkSession, artifact_path: str = "model") -> str:
+    """Log `model` to the active MLflow run; return its model URI."""
+    if not is_connect(spark):
+        info = mlflow.spark.log_model(model, artifact_path, pip_requirements=pip_requirements())
+        return str(info.model_uri)
+    run = mlflow.active_run()
+    if run is None:
+        raise TaxiDurationError("log_spark_model needs an active MLflow run")
+    folder = _transfer_dir()
+    try:
+        model.write().overwrite().save(str(folder / SPARKML))  # written by the Connect server
+        if not (folder / SPARKML / "metadata").is_dir():
+            raise TaxiDurationError(
+                f"the Spark Connect server saved the model to {folder / SPARKML}, which this client cannot see; "
+                "set MLFLOW_DFS_TMP to a folder shared by the client and the server (e.g. a Unity Catalog volume)"
+            )
+        _write_mlmodel(folder)
+        mlflow.log_artifacts(str(folder), artifact_path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return f"runs:/{run.info.run_id}/{artifact_path}"
+
+
+def load_spark_model(model_uri: str, spark: SparkSession) -> PipelineModel:
+    """Load a logged Spark model (either kind of log above) as a PipelineModel for this session."""
+    if not is_connect(spark):
+        return mlflow.spark.load_model(model_uri)
+    folder = _transfer_dir()
+    # stays until the workspace tmp is cleaned: Spark may read model data lazily while the session lives
+    local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder)))
+    return PipelineModel.load(str((local / SPARKML).resolve()))
