@@ -105,9 +105,14 @@ def _last_json(stdout: str) -> dict[str, Any]:
     return result
 
 
+def event_logs(workspace: Path) -> set[str]:
+    """Application ids with an event log (Spark 4 writes a folder eventlog_v2_<app id> of rolled files)."""
+    return {path.name.removeprefix("eventlog_v2_") for path in (workspace / "eventlog").iterdir()}
+
+
 def submit(workspace: Path, wheel: Path, master: str, *args: str) -> tuple[dict[str, Any], str, str]:
     """Run one command via scripts/submit.sh; return its JSON, its output and the application id."""
-    before = set((workspace / "eventlog").iterdir())
+    before = event_logs(workspace)
     result = subprocess.run(
         _submit_command(workspace, master, *args),
         env=_env(wheel),
@@ -117,13 +122,18 @@ def submit(workspace: Path, wheel: Path, master: str, *args: str) -> tuple[dict[
         cwd=REPO,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (new_log,) = set((workspace / "eventlog").iterdir()) - before
-    return _last_json(result.stdout), result.stdout, new_log.name
+    (app_id,) = event_logs(workspace) - before
+    return _last_json(result.stdout), result.stdout, app_id
 
 
 def events(workspace: Path, app_id: str) -> list[dict[str, Any]]:
-    text = (workspace / "eventlog" / app_id).read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    folder = workspace / "eventlog" / f"eventlog_v2_{app_id}"
+    if folder.is_dir():  # rolled files events_<n>_<app id>, in order
+        files = sorted(folder.glob("events_*"), key=lambda path: int(path.name.split("_")[1]))
+    else:
+        files = [workspace / "eventlog" / app_id]
+    lines = [line for path in files for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]
 
 
 def executors_by_worker(workspace: Path, app_id: str) -> dict[str, set[str]]:
@@ -225,7 +235,7 @@ def test_training_survives_the_loss_of_a_worker(cluster: ClusterInfo, workspace:
     work = workspace.resolve() / "cluster" / "work"
     known_apps = {path.name for path in work.glob("worker-*/app-*")}
     victim_pid = cluster.worker_pids[1]  # worker-2
-    before = set((workspace / "eventlog").iterdir())
+    before = event_logs(workspace)
     process = subprocess.Popen(
         _submit_command(workspace, cluster.master_url, "train", "--model", "gbt"),
         env=_env(wheel),
@@ -260,8 +270,8 @@ def test_training_survives_the_loss_of_a_worker(cluster: ClusterInfo, workspace:
     status = cluster_status(workspace)
     assert (status["workers"], status["cores"]) == (1, 1)
 
-    (log,) = set((workspace / "eventlog").iterdir()) - before
-    app_events = events(workspace, log.name)
+    (app_id,) = event_logs(workspace) - before
+    app_events = events(workspace, app_id)
     removed = [e for e in app_events if e["Event"] == "SparkListenerExecutorRemoved"]
     lost_executor = {path.parent.name for path in stderr_files}
     assert {e["Executor ID"] for e in removed} >= lost_executor
