@@ -23,6 +23,7 @@ import yaml
 
 from taxi_duration import cli
 from taxi_duration.settings import Settings
+from taxi_duration.spark import launched_by_spark_submit, session_master
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -246,7 +247,27 @@ def test_bundle_jobs_are_wheel_tasks_of_our_cli(bundle: dict[str, Any]) -> None:
     assert [d["task_key"] for d in chain["train"]["depends_on"]] == ["ingest"]
 
 
-# --- the wheel these ship ---------------------------------------------------------------------------------
+# --- spark-submit: who decides the master, and the wheel it ships ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "submitted", "expected"),
+    [
+        (None, False, "local[*]"),  # plain `taxi-duration COMMAND`
+        (None, True, None),  # spark-submit's --master stands
+        ("local[2]", True, "local[2]"),  # an explicit --master wins even under spark-submit
+        ("spark://127.0.0.1:7077", False, "spark://127.0.0.1:7077"),
+    ],
+)
+def test_session_master(given: str | None, submitted: bool, expected: str | None) -> None:
+    assert session_master(Settings(master=given), submitted) == expected
+
+
+def test_launched_by_spark_submit_follows_the_gateway_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    assert launched_by_spark_submit() is False
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "41234")  # what spark-submit's PythonRunner sets for the driver
+    assert launched_by_spark_submit() is True
 
 
 def test_the_package_runs_from_its_wheel_as_a_zip(tmp_path: Path) -> None:

@@ -34,6 +34,12 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def session_master(settings: Settings, submitted: bool) -> str | None:
+    """The master to set on the builder: an explicit one always; none under spark-submit (its --master
+    stands); else local[*]."""
+    return settings.master or (None if submitted else DEFAULT_MASTER)
+
+
 def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSession:
     """Build (or reuse) the session the settings describe. Only entry points call this."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -66,8 +72,7 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         return active
     builder = SparkSession.builder
     submitted = launched_by_spark_submit()
-    # under spark-submit its --master and --name stand unless --master is given explicitly; else local[*]
-    master = settings.master or (None if submitted else DEFAULT_MASTER)
+    master = session_master(settings, submitted)
     if master is not None:
         builder = builder.master(master)
     if not submitted:
