@@ -275,28 +275,52 @@ def test_training_survives_the_loss_of_a_worker(cluster: ClusterInfo, workspace:
     removed = [e for e in app_events if e["Event"] == "SparkListenerExecutorRemoved"]
     lost_executor = {path.parent.name for path in stderr_files}
     assert {e["Executor ID"] for e in removed} >= lost_executor
-    failed = Counter(
-        e["Task End Reason"]["Reason"]
-        for e in app_events
-        if e["Event"] == "SparkListenerTaskEnd" and e["Task End Reason"]["Reason"] != "Success"
-    )
-    attempts = [
-        (e["Stage Info"]["Stage ID"], e["Stage Info"]["Stage Attempt ID"], e["Stage Info"]["Stage Name"])
+    stage_names = {
+        e["Stage Info"]["Stage ID"]: e["Stage Info"]["Stage Name"]
         for e in app_events
         if e["Event"] == "SparkListenerStageSubmitted"
-    ]
-    retried = [a for a in attempts if a[1] > 0]
-    after_loss = Counter(
-        e["Task Info"]["Executor ID"]
+    }
+    task_ends = [e for e in app_events if e["Event"] == "SparkListenerTaskEnd"]
+    lost_tasks = [e for e in task_ends if e["Task End Reason"]["Reason"] != "Success"]
+    reruns = []
+    for lost in lost_tasks:
+        # Spark re-ran the lost task: a later attempt of the same partition succeeded on a surviving executor
+        (rerun,) = [
+            e
+            for e in task_ends
+            if e["Stage ID"] == lost["Stage ID"]
+            and e["Task Info"]["Index"] == lost["Task Info"]["Index"]
+            and e["Task Info"]["Attempt"] > lost["Task Info"]["Attempt"]
+            and e["Task End Reason"]["Reason"] == "Success"
+        ]
+        assert rerun["Task Info"]["Executor ID"] not in lost_executor
+        reruns.append(
+            {
+                "stage": f"{lost['Stage ID']}.{lost['Stage Attempt ID']} {stage_names[lost['Stage ID']]}",
+                "partition": lost["Task Info"]["Index"],
+                "lost_on_executor": lost["Task Info"]["Executor ID"],
+                "reason": lost["Task End Reason"]["Reason"],
+                "rerun_on_executor": rerun["Task Info"]["Executor ID"],
+            }
+        )
+    retried_stages = [
+        f"{e['Stage Info']['Stage ID']}.{e['Stage Info']['Stage Attempt ID']} {e['Stage Info']['Stage Name']}"
         for e in app_events
-        if e["Event"] == "SparkListenerTaskEnd" and e["Task End Reason"]["Reason"] == "Success"
-    )
+        if e["Event"] == "SparkListenerStageSubmitted" and e["Stage Info"]["Stage Attempt ID"] > 0
+    ]
+    failed_jobs = [
+        e for e in app_events if e["Event"] == "SparkListenerJobEnd" and e["Job Result"]["Result"] != "JobSucceeded"
+    ]
+    assert failed_jobs == []
     summary = {
         "executor_removed": [(e["Executor ID"], e.get("Removed Reason", "")) for e in removed],
-        "failed_tasks_by_reason": dict(failed),
-        "stages_submitted": len(attempts),
-        "stage_retries": retried,
-        "successful_tasks_by_executor": dict(after_loss),
+        "tasks_rerun": reruns,
+        "stages_resubmitted": retried_stages,
+        "stages": len(stage_names),
+        "tasks": len(task_ends),
+        "successful_tasks_by_executor": dict(
+            Counter(e["Task Info"]["Executor ID"] for e in task_ends if e["Task End Reason"]["Reason"] == "Success")
+        ),
         "seconds_from_kill_to_end": round(time.monotonic() - killed_at, 1),
     }
     print("\nworker loss: " + json.dumps(summary, default=str))
