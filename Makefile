@@ -41,3 +41,7 @@ bench: install  ## pipeline benchmark at 1M and 10M trips -> docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: wheel
+wheel: install  ## the package as a wheel in dist/ (what spark-submit --py-files and the Databricks bundle ship)
+	$(BIN)/python -m pip wheel --no-deps -q -w dist .

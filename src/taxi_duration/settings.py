@@ -16,7 +16,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAXI_DURATION_", env_file=".env", extra="ignore")
 
     workspace: Path = Field(Path("workspace"), description="Folder for lakehouse tables, MLflow store, reports")
-    master: str = Field("local[*]", description="Spark master URL (local[*], spark://host:7077, yarn, k8s://...)")
+    master: str | None = Field(
+        None,
+        description="Spark master URL (local[*], spark://host:7077, yarn, k8s://...); default: spark-submit's "
+        "--master when launched by spark-submit, else local[*]",
+    )
     remote: str | None = Field(None, description="Spark Connect URL (sc://host:15002); overrides master")
     driver_memory: str = Field("4g", description="Driver heap for embedded/local Spark (set before the JVM starts)")
     shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions")

@@ -19,6 +19,7 @@ from taxi_duration.settings import Settings
 # TLC timestamps are New York wall-clock times without a zone; reading them in this zone makes
 # durations across daylight-saving changes come out right and hour-of-day features local.
 SESSION_TIME_ZONE = "America/New_York"
+DEFAULT_MASTER = "local[*]"
 
 
 def use_session_time_zone_in_python() -> None:
@@ -30,6 +31,18 @@ def use_session_time_zone_in_python() -> None:
 
 def _log4j_config() -> str:
     return str(resources.files("taxi_duration").joinpath("conf", "log4j2.properties"))
+
+
+def launched_by_spark_submit() -> bool:
+    """True when spark-submit started this driver: its JVM is already up and carries spark-submit's
+    `--master`, `--name`, `--driver-memory` and `--conf` as system properties."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def session_master(settings: Settings, submitted: bool) -> str | None:
+    """The master to set on the builder: an explicit one always; none under spark-submit (its --master
+    stands); else local[*]."""
+    return settings.master or (None if submitted else DEFAULT_MASTER)
 
 
 def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSession:
@@ -57,17 +70,24 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
     active = SparkSession.getActiveSession()
     if active is not None:  # e.g. `demo` runs several commands in one process: one session for all
         return active
-    builder = SparkSession.builder.appName(app_name).master(settings.master)
+    builder = SparkSession.builder
+    submitted = launched_by_spark_submit()
+    master = session_master(settings, submitted)
+    if master is not None:
+        builder = builder.master(master)
+    if not submitted:
+        builder = builder.appName(app_name)
     static_conf = {
-        "spark.driver.memory": settings.driver_memory,
         "spark.driver.host": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
         "spark.driver.bindAddress": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.warehouse.dir": str((settings.workspace / "spark-warehouse").resolve()),
-        "spark.driver.extraJavaOptions": (
-            f"-Dderby.system.home={settings.workspace.resolve()} -Dlog4j2.configurationFile={_log4j_config()}"
-        ),
     }
+    if not submitted:  # JVM options: spark-submit has started the JVM already (use --driver-memory there)
+        static_conf["spark.driver.memory"] = settings.driver_memory
+        static_conf["spark.driver.extraJavaOptions"] = (
+            f"-Dderby.system.home={settings.workspace.resolve()} -Dlog4j2.configurationFile={_log4j_config()}"
+        )
     for key, value in {**static_conf, **conf, **settings.spark_conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -338,13 +338,32 @@ def _signature() -> Any:
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "duration_minutes")]))
 
 
+def _package_folder(tmp: Path) -> Path:
+    """The taxi_duration package as a folder MLflow can copy; extracted into `tmp` when it was imported from
+    a wheel or zip (spark-submit --py-files), where there is no folder to copy."""
+    package = Path(__file__).resolve().parents[1]
+    if package.is_dir():
+        return package
+    import zipfile
+
+    import taxi_duration
+
+    archive = getattr(taxi_duration.__loader__, "archive", None)
+    if archive is None:
+        raise RuntimeError(f"taxi_duration is neither a folder nor in a zip archive: {package}")
+    with zipfile.ZipFile(archive) as zipped:
+        members = [name for name in zipped.namelist() if name.startswith("taxi_duration/")]
+        zipped.extractall(tmp / "code", members)
+    return tmp / "code" / "taxi_duration"
+
+
 def log_exported_pyfunc(export_dir: Path, artifact_path: str = "exported_model") -> Any:
     """Log an exported folder as an MLflow pyfunc model in the active run; returns MLflow's ModelInfo.
 
     Models from code (a generated entry file), the taxi_duration package as code, pip requirements given."""
     model = ExportedModel.load(export_dir)  # fail here, not when someone loads it
-    package = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
+        package = _package_folder(Path(tmp))
         entry = Path(tmp) / "taxi_duration_exported_model.py"
         entry.write_text(_CODE_FILE, encoding="utf-8")
         return mlflow.pyfunc.log_model(
