@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import socket
@@ -114,6 +115,11 @@ def remote_session(url: str, conf: dict[str, str], timeout: float = 10.0) -> Spa
             f"--remote {redact(url)}: no Spark Connect server answers at {host}:{port} ({exc.strerror or exc}); "
             "start one with `taxi-duration connect-server start`"
         ) from None
+    # pyspark's Connect ML objects delete their server-side copy from __del__ with a blocking gRPC call. When the
+    # cyclic garbage collector runs that finalizer inside grpc's Thread.start (which holds threading's
+    # _active_limbo_lock), the new thread can never start and the client hangs forever (seen here in `train`).
+    # Without automatic collection finalizers run at reference drops only; models live until the session ends.
+    gc.disable()
     try:
         spark = SparkSession.builder.remote(url).getOrCreate()
         for key, value in conf.items():
