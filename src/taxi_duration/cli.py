@@ -609,7 +609,12 @@ def stream(
     configure_mlflow(settings)
     console.print(f"watching {paths.landing} -> {paths.root} ({'available now' if available_now else trigger})")
     summary = run_stream(
-        spark, paths, options, _params(settings).quality, settings.model_name, lambda text: console.print(text)
+        spark,
+        paths,
+        options,
+        _params(settings).quality,
+        settings.model_name,
+        lambda text: console.print(text, markup=False),
     )
     console.print(
         f"{summary.batches} batch(es): {summary.trips:,} trips scored, {summary.quarantined:,} quarantined, "

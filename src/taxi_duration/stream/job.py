@@ -33,7 +33,7 @@ from mlflow.tracking import MlflowClient
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 from pyspark.sql.types import (
     DoubleType,
     IntegerType,
@@ -46,14 +46,14 @@ from pyspark.sql.types import (
 
 from taxi_duration.errors import ModelNotFoundError
 from taxi_duration.params import QualityParams
-from taxi_duration.quality.rules import REASON, classify, to_quarantine
+from taxi_duration.quality.rules import REASON, to_quarantine
 from taxi_duration.registry.promotion import alias_version
 from taxi_duration.schema import QUARANTINE_SCHEMA, TRIP_COLUMNS
 from taxi_duration.score.batch import with_predictions
 from taxi_duration.stream.sources import (
     LANDED_AT,
     batch_files,
-    canonical_lines,
+    classified_lines,
     landing_stream,
     landing_times,
     plan_files,
@@ -262,12 +262,12 @@ class ScoreBatch:
         staged_quarantine = self.paths.staging / "quarantine" / f"{BATCH_ID}={batch_id}"
         by_reason: dict[str, int] = {}
         trips = 0
-        canonical = canonical_lines(lines, files)
-        if canonical is None:
+        classified = classified_lines(lines, files, self.quality)
+        if classified is None:
             spark.createDataFrame([], PREDICTIONS_SCHEMA).write.mode("overwrite").parquet(str(staged_predictions))
             spark.createDataFrame([], QUARANTINE_SCHEMA).write.mode("overwrite").parquet(str(staged_quarantine))
         else:
-            classified = canonical.transform(classify(self.quality)).persist()
+            classified = classified.persist()
             try:
                 for row in classified.groupBy(REASON).count().collect():
                     if row[REASON] is None:
@@ -440,11 +440,16 @@ class _StopFlag:
         self.event = threading.Event()
         self.reason = ""
 
-    def install(self) -> None:
+    def install(self) -> dict[int, Any]:
+        """Install the handlers; returns the previous ones for `restore`."""
         if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+            return {}
+        return {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    @staticmethod
+    def restore(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum: int, _frame: object) -> None:
         self.reason = signal.Signals(signum).name
@@ -506,25 +511,16 @@ def run_stream(
     )
     progress = ProgressLog(paths.progress, say)
     stop = _StopFlag()
-    stop.install()
-    deadline = time.time() + options.timeout_seconds if options.timeout_seconds else None
-    if options.available_now:
-        # the windows query runs after the score query so it sees every batch this run committed
-        stopped_by = _wait({SCORE_QUERY: score_writer.trigger(availableNow=True).start()}, progress, stop, deadline)
-        if stopped_by == "available_now":
-            windows = {WINDOWS_QUERY: windows_writer.trigger(availableNow=True).start()}
-            stopped_by = _wait(windows, progress, stop, deadline)
-    else:
-        interval = f"{options.trigger_seconds} seconds"
-        queries = {
-            SCORE_QUERY: score_writer.trigger(processingTime=interval).start(),
-            WINDOWS_QUERY: windows_writer.trigger(processingTime=interval).start(),
-        }
-        stopped_by = _wait(queries, progress, stop, deadline)
-    for query in spark.streams.active:
-        if query.name in (SCORE_QUERY, WINDOWS_QUERY):
-            query.stop()
+    previous_handlers = stop.install()
+    try:
+        stopped_by = _run_queries(spark, score_writer, windows_writer, options, progress, stop)
+    finally:
+        stop.restore(previous_handlers)
+        for query in spark.streams.active:
+            if query.name in (SCORE_QUERY, WINDOWS_QUERY):
+                query.stop()
     records = scorer.records
+
     return StreamSummary(
         batches=len(records),
         trips=sum(r.trips for r in records),
@@ -539,3 +535,27 @@ def run_stream(
         stopped_by=stopped_by,
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def _run_queries(
+    spark: SparkSession,
+    score_writer: DataStreamWriter,
+    windows_writer: DataStreamWriter,
+    options: StreamOptions,
+    progress: ProgressLog,
+    stop: _StopFlag,
+) -> str:
+    deadline = time.time() + options.timeout_seconds if options.timeout_seconds else None
+    if options.available_now:
+        # the windows query runs after the score query so it sees every batch this run committed
+        stopped_by = _wait({SCORE_QUERY: score_writer.trigger(availableNow=True).start()}, progress, stop, deadline)
+        if stopped_by == "available_now":
+            windows = {WINDOWS_QUERY: windows_writer.trigger(availableNow=True).start()}
+            stopped_by = _wait(windows, progress, stop, deadline)
+        return stopped_by
+    interval = f"{options.trigger_seconds} seconds"
+    queries = {
+        SCORE_QUERY: score_writer.trigger(processingTime=interval).start(),
+        WINDOWS_QUERY: windows_writer.trigger(processingTime=interval).start(),
+    }
+    return _wait(queries, progress, stop, deadline)

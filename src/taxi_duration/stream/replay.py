@@ -110,10 +110,16 @@ def render_lines(trips: pa.Table, fmt: str) -> tuple[str | None, list[str]]:
     if fmt == "json":
         text = trips.to_pandas().to_json(orient="records", lines=True, force_ascii=False) or ""
         return None, [line for line in text.split("\n") if line]
+    header = io.StringIO()
+    csv.writer(header, lineterminator="").writerow(trips.column_names)  # pyarrow would quote every name
     buffer = io.BytesIO()
-    pacsv.write_csv(trips, buffer, pacsv.WriteOptions(include_header=True, quoting_style="needed"))
+    try:  # unquoted, as TLC writes its CSVs; values with commas or quotes need quoting
+        pacsv.write_csv(trips, buffer, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    except pa.ArrowInvalid:
+        buffer = io.BytesIO()
+        pacsv.write_csv(trips, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     lines = buffer.getvalue().decode("utf-8").split("\n")
-    return lines[0], [line for line in lines[1:] if line]
+    return header.getvalue(), [line for line in lines if line]
 
 
 def replay(

@@ -23,6 +23,8 @@ from taxi_duration.errors import TaxiDurationError
 from taxi_duration.ingest.formats import TripFormat, detect_format
 from taxi_duration.ingest.normalize import to_canonical_from
 from taxi_duration.ingest.readers import CORRUPT_RECORD, Source
+from taxi_duration.params import QualityParams
+from taxi_duration.quality.rules import classify
 
 # Columns of the landing stream.
 LINE = "value"
@@ -189,15 +191,17 @@ def _raw_frame(lines: DataFrame, group: list[LandedFile]) -> DataFrame:
     ).select("_row.*", _PATH, _SOURCE_ID)
 
 
-def canonical_lines(lines: DataFrame, files: list[LandedFile]) -> DataFrame | None:
-    """A micro-batch's lines -> canonical trips with the normaliser's bookkeeping (None if no trip file)."""
+def classified_lines(lines: DataFrame, files: list[LandedFile], quality: QualityParams) -> DataFrame | None:
+    """A micro-batch's lines -> canonical trips classified by the quality rules, as batch ingest classifies a
+    file (None if the batch holds no trip file). Files are classified per layout before the union, as in batch:
+    their raw rows differ, the JSON of them does not."""
     groups: dict[tuple[str, str, tuple[str, ...], str | None], list[LandedFile]] = {}
     for landed in files:
         groups.setdefault((landed.kind, landed.fmt.name, landed.columns, landed.header_line), []).append(landed)
     frames = [
-        _raw_frame(lines, group).transform(
-            to_canonical_from(group[0].fmt, F.col(_PATH), F.col(_SOURCE_ID), bookkeeping=(_PATH, _SOURCE_ID))
-        )
+        _raw_frame(lines, group)
+        .transform(to_canonical_from(group[0].fmt, F.col(_PATH), F.col(_SOURCE_ID), bookkeeping=(_PATH, _SOURCE_ID)))
+        .transform(classify(quality))
         for group in groups.values()
     ]
     if not frames:
