@@ -606,6 +606,10 @@ def stream(
     )
     paths = StreamPaths.under(settings.workspace, landing)
     spark = _spark(settings)
+    # micro-batches are small: one shuffle partition per core keeps per-batch task and state-store overhead low
+    # (a restarted query keeps the partition count its checkpoint was created with)
+    if settings.remote is None:
+        spark.conf.set("spark.sql.shuffle.partitions", str(spark.sparkContext.defaultParallelism))
     configure_mlflow(settings)
     console.print(f"watching {paths.landing} -> {paths.root} ({'available now' if available_now else trigger})")
     summary = run_stream(

@@ -1,0 +1,275 @@
+"""Streaming throughput and latency: replay trips into a running `taxi-duration stream` at fixed rates.
+
+For each rate a fresh stream (its own workspace and checkpoint, the same registered champion) is started, warmed
+up with one small file, then fed by `taxi-duration replay` for `--seconds` seconds. Latency of a trip = the commit
+time of the micro-batch that wrote it (`stream/commits/N.json`, taken after its predictions folder was renamed into
+place) minus the time its file landed (the file's modification time, recorded per prediction as `landed_at`; replay
+renames each finished file into place). The stream keeps up at a rate when every landed file was committed and the
+latency of the last quarter of files is no more than 1.5x that of the first quarter + 1 s (no growing backlog).
+
+Usage: python benchmarks/stream.py [--rates 1000,5000,20000] [--seconds 30] [--model gbt] [--trigger 1s]
+Writes benchmarks/results/stream-<timestamp>.json and the section of docs/benchmarks.md between the stream markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+
+from _measure import machine
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).parent / "taxi-duration")
+DOC = REPO / "docs" / "benchmarks.md"
+SAMPLE = REPO / "src" / "taxi_duration" / "data" / "taxis_sample_2019-03.csv"
+START, END = "<!-- stream:start -->", "<!-- stream:end -->"
+ENV = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+
+
+def cli(workspace: Path, tracking: str, *args: str) -> dict:
+    command = [CLI, "--workspace", str(workspace), "--tracking-uri", tracking, *args, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:2])} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class LoadSampler:
+    """The 1-minute load average every second while a measurement runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def commits(root: Path) -> dict[int, dict]:
+    found = {}
+    for path in (root / "commits").glob("*.json"):
+        record = json.loads(path.read_text())
+        found[record["batch_id"]] = record
+    return found
+
+
+def landed_files(landing: Path) -> list[Path]:
+    return [p for p in landing.iterdir() if not p.name.startswith(".")]
+
+
+def wait_for(condition, timeout: float, poll: float = 0.25) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(poll)
+    return False
+
+
+def run_rate(base: Path, tracking: str, raw: Path, rate: int, seconds: float, trigger: str, fps: float) -> dict:
+    workspace = base / f"rate-{rate}"
+    root, landing = workspace / "stream", workspace / "stream" / "landing"
+    landing.mkdir(parents=True)
+    log = (workspace / "stream.log").open("w")
+    command = [CLI, "--workspace", str(workspace), "--tracking-uri", tracking, "stream", "--trigger", trigger]
+    stream = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+    started = time.time()
+    result: dict = {"rate": rate, "files_per_second": fps, "trigger": trigger, "seconds": seconds}
+    try:
+        # warm-up: one small file, so JVM start, model load and first-query planning are not in the figures
+        cli(
+            workspace,
+            tracking,
+            "replay",
+            "--from",
+            str(SAMPLE),
+            "--rate",
+            "100000",
+            "--limit",
+            "200",
+            "--files-per-second",
+            "1000",
+            "--landing",
+            str(landing),
+        )
+        if not wait_for(lambda: 0 in commits(root), timeout=900):
+            raise SystemExit(f"stream did not commit its warm-up batch; see {workspace / 'stream.log'}")
+        result["startup_seconds"] = round(time.time() - started, 1)
+        warmup = {p.name for p in landed_files(landing)}
+        with LoadSampler() as load:
+            replayed = cli(
+                workspace,
+                tracking,
+                "replay",
+                "--from",
+                str(raw),
+                "--rate",
+                str(rate),
+                "--files-per-second",
+                str(fps),
+                "--limit",
+                str(int(rate * seconds)),
+                "--landing",
+                str(landing),
+            )
+            total_files = len(landed_files(landing))
+            drained = wait_for(lambda: sum(c["files"] for c in commits(root).values()) >= total_files, timeout=120)
+        result["replay"] = replayed
+        result["all_committed"] = drained
+        result["load_avg_1min"] = {
+            "min": min(load.samples),
+            "median": float(np.median(load.samples)),
+            "max": max(load.samples),
+        }
+    finally:
+        os.killpg(stream.pid, signal.SIGTERM)
+        try:
+            stream.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(stream.pid, signal.SIGKILL)
+            stream.wait()
+        log.close()
+
+    batches = commits(root)
+    table = pads.dataset(root / "predictions", format="parquet", partitioning="hive").to_table(
+        columns=["source_file", "landed_at", "batch_id"]
+    )
+    files = np.array([Path(p).name for p in table.column("source_file").to_pylist()])
+    mine = ~np.isin(files, list(warmup))
+    landed = table.column("landed_at").cast("int64").to_numpy()[mine] / 1e6
+    batch_ids = table.column("batch_id").to_numpy()[mine]
+    committed = np.array([batches[int(b)]["committed_at"] for b in batch_ids])
+    latency = committed - landed
+    per_file: dict[str, float] = {}
+    for name, value in zip(files[mine], latency, strict=True):
+        per_file[name] = value
+    ordered = [per_file[name] for name in sorted(per_file)]
+    quarter = max(1, len(ordered) // 4)
+    first_q, last_q = float(np.median(ordered[:quarter])), float(np.median(ordered[-quarter:]))
+    durations = [b["committed_at"] - b["started_at"] for i, b in batches.items() if i > 0]
+    trips = int(mine.sum())
+    result.update(
+        {
+            "trips_scored": trips,
+            "files": len(per_file),
+            "batches": len(batches) - 1,
+            "latency_p50_s": round(float(np.percentile(latency, 50)), 2),
+            "latency_p99_s": round(float(np.percentile(latency, 99)), 2),
+            "latency_max_s": round(float(latency.max()), 2),
+            "latency_first_quarter_median_s": round(first_q, 2),
+            "latency_last_quarter_median_s": round(last_q, 2),
+            "achieved_trips_per_s": round(trips / (committed.max() - landed.min())),
+            "batch_seconds_median": round(float(np.median(durations)), 2),
+            "batch_seconds_max": round(float(max(durations)), 2),
+            "trips_per_batch_median": int(np.median([b["trips"] for i, b in batches.items() if i > 0])),
+        }
+    )
+    result["keeps_up"] = bool(result["all_committed"] and last_q <= 1.5 * first_q + 1.0)
+    return result
+
+
+def render(results: dict) -> str:
+    lines = [
+        START,
+        "## Streaming (`taxi-duration stream`)",
+        "",
+        f"Measured {results['date']} on {results['machine']}; `benchmarks/stream.py --rates "
+        f"{','.join(str(r['rate']) for r in results['rates'])} --seconds {results['seconds']:g} --trigger "
+        f"{results['trigger']}`. Model: {results['model']}. Trips: synthetic TLC yellow trips (`generate`) replayed "
+        "in event-time order as CSV files, 2 files a second, into a fresh stream per rate (`local[*]`, one "
+        "process: the score query and the borough x window query share the two cores). Load average "
+        f"(1 min) {results['load_before']} before the run; per rate the min/median/max during the replay.",
+        "",
+        "| offered trips/s | trips | files | batches | keeps up | achieved trips/s | latency p50 (s) | p99 (s) "
+        "| max (s) | batch time median/max (s) | trips per batch | load avg (1 min) |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results["rates"]:
+        load = r["load_avg_1min"]
+        lines.append(
+            f"| {r['rate']:,} | {r['trips_scored']:,} | {r['files']} | {r['batches']} | "
+            f"{'yes' if r['keeps_up'] else 'no'} | {r['achieved_trips_per_s']:,} | {r['latency_p50_s']} | "
+            f"{r['latency_p99_s']} | {r['latency_max_s']} | {r['batch_seconds_median']} / {r['batch_seconds_max']} | "
+            f"{r['trips_per_batch_median']:,} | {load['min']:.1f} / {load['median']:.1f} / {load['max']:.1f} |"
+        )
+    lines += ["", results.get("notes", ""), END]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="1000,5000,20000")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--model", default="gbt")
+    parser.add_argument("--trigger", default="1s")
+    parser.add_argument("--files-per-second", type=float, default=2.0)
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary workspaces.")
+    parser.add_argument("--no-doc", action="store_true", help="Do not rewrite docs/benchmarks.md.")
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    base = Path(tempfile.mkdtemp(prefix="bench-stream-", dir=os.environ.get("BENCH_TMP")))
+    model_ws = base / "model"
+    tracking = f"sqlite:///{model_ws.resolve() / 'mlflow.db'}"
+    load_before = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    try:
+        cli(model_ws, tracking, "ingest", str(SAMPLE))
+        trained = cli(model_ws, tracking, "train", "--model", args.model)
+        rows = int(max(rates) * args.seconds)
+        cli(model_ws, tracking, "generate", "--rows", str(rows), "--out", str(base / "raw"), "--start", "2024-01")
+        raw = base / "raw" / "yellow_tripdata_2024-01"
+        measured = []
+        for rate in rates:
+            result = run_rate(base, tracking, raw, rate, args.seconds, args.trigger, args.files_per_second)
+            print(json.dumps(result), flush=True)
+            measured.append(result)
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "load_before": load_before,
+        "model": f"taxi-duration v{trained['model_version']} ({args.model}, trained on the real TLC sample)",
+        "seconds": args.seconds,
+        "trigger": args.trigger,
+        "rates": measured,
+    }
+    out = REPO / "benchmarks" / "results" / f"stream-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    section = render(results)
+    print(section)
+    if not args.no_doc:
+        text = DOC.read_text(encoding="utf-8")
+        if START in text and END in text:
+            text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        DOC.write_text(text, encoding="utf-8")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
