@@ -236,6 +236,8 @@ class ScoreBatch:
         if final.exists():
             # committed before the process stopped, but the checkpoint had not recorded it yet
             self.say(f"batch {batch_id}: already committed, not written again")
+            if not (self.paths.commits / f"{batch_id}.json").exists():
+                self._recover_record(lines.sparkSession, batch_id, final)
             return
         started = time.time()
         spark = lines.sparkSession
@@ -250,6 +252,27 @@ class ScoreBatch:
             f"{record.quarantined:,} quarantined, {len(record.skipped_files)} file(s) skipped "
             f"({record.committed_at - started:.1f} s)"
         )
+
+    def _recover_record(self, spark: SparkSession, batch_id: int, final: Path) -> None:
+        """The commit record of a batch whose output was renamed into place just before a crash, rebuilt from
+        that output (commit time: the folder's rename time)."""
+        predictions = spark.read.parquet(str(final))
+        quarantine = spark.read.parquet(str(self.paths.quarantine / f"{BATCH_ID}={batch_id}"))
+        by_reason = {row[REASON]: int(row["count"]) for row in quarantine.groupBy(REASON).count().collect()}
+        versions = [row[0] for row in predictions.select("model_version").distinct().collect()]
+        sources = predictions.select("source_file").union(quarantine.select("source_file")).distinct().count()
+        committed = final.stat().st_mtime
+        record = BatchRecord(
+            batch_id=batch_id,
+            committed_at=committed,
+            started_at=committed,
+            model_version=versions[0] if versions else (self.tracker.version or ""),
+            files=sources,
+            trips=predictions.count(),
+            quarantined=sum(by_reason.values()),
+            by_reason=by_reason,
+        )
+        _write_json_atomically(self.paths.commits / f"{batch_id}.json", asdict(record))
 
     def _score(self, spark: SparkSession, lines: DataFrame, batch_id: int, started: float) -> BatchRecord:
         landed, json_keys = batch_files(lines)
