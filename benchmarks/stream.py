@@ -38,8 +38,11 @@ START, END = "<!-- stream:start -->", "<!-- stream:end -->"
 ENV = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
 
 
-def cli(workspace: Path, tracking: str, *args: str) -> dict:
-    command = [CLI, "--workspace", str(workspace), "--tracking-uri", tracking, *args, "--json"]
+def cli(workspace: Path, tracking: str | None, *args: str) -> dict:
+    """Run one CLI command. The model is trained with the workspace's own store (artifacts under it); the streams
+    point at that store with --tracking-uri."""
+    store = ["--tracking-uri", tracking] if tracking else []
+    command = [CLI, "--workspace", str(workspace), *store, *args, "--json"]
     done = subprocess.run(command, capture_output=True, text=True, env=ENV)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args[:2])} failed: {done.stderr[-2000:]}")
@@ -145,7 +148,7 @@ def run_rate(base: Path, tracking: str, raw: Path, rate: int, seconds: float, tr
             "max": max(load.samples),
         }
     finally:
-        os.killpg(stream.pid, signal.SIGTERM)
+        stream.send_signal(signal.SIGTERM)  # the driver stops its queries; the JVM goes with it
         try:
             stream.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -235,10 +238,10 @@ def main() -> None:
     tracking = f"sqlite:///{model_ws.resolve() / 'mlflow.db'}"
     load_before = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     try:
-        cli(model_ws, tracking, "ingest", str(SAMPLE))
-        trained = cli(model_ws, tracking, "train", "--model", args.model)
+        cli(model_ws, None, "ingest", str(SAMPLE))
+        trained = cli(model_ws, None, "train", "--model", args.model)
         rows = int(max(rates) * args.seconds)
-        cli(model_ws, tracking, "generate", "--rows", str(rows), "--out", str(base / "raw"), "--start", "2024-01")
+        cli(model_ws, None, "generate", "--rows", str(rows), "--out", str(base / "raw"), "--start", "2024-01")
         raw = base / "raw" / "yellow_tripdata_2024-01"
         measured = []
         for rate in rates:

@@ -8,6 +8,7 @@ hidden name (`.name.tmp`, ignored by the stream) and renamed into place when com
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
 import time
@@ -20,10 +21,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from taxi_duration.errors import ConfigError, NoDataError, UnreadableInputError
 from taxi_duration.ingest.formats import detect_format
 from taxi_duration.ingest.readers import expand_sources
+from taxi_duration.spark import SESSION_TIME_ZONE
 
 TIMESTAMP_TEXT = "%Y-%m-%d %H:%M:%S"
 
@@ -43,15 +46,30 @@ class ReplayReport:
         return asdict(self)
 
 
-def _as_strings(table: pa.Table) -> pa.Table:
-    """Every column as text, timestamps in the TLC spelling, nulls kept null (an empty CSV field)."""
+def _as_strings(table: pa.Table, utc_columns: frozenset[str] = frozenset()) -> pa.Table:
+    """Every column as text, timestamps as New York wall-clock time in the TLC spelling, nulls kept null (an
+    empty CSV field). Zoned timestamps and `utc_columns` (Spark's INT96, instants in UTC) are converted to New
+    York time; other naive timestamps (TLC's own Parquet files) are wall-clock already."""
     columns = []
-    for column in table.columns:
+    for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_timestamp(column.type):
-            columns.append(pc.strftime(column, format=TIMESTAMP_TEXT))
+            if column.type.tz is None and name in utc_columns:
+                column = pc.assume_timezone(column, "UTC")
+            zone = SESSION_TIME_ZONE if column.type.tz is not None else None
+            seconds = column.cast(pa.timestamp("s", tz=zone), safe=False)
+            columns.append(pc.strftime(seconds, format=TIMESTAMP_TEXT))
         else:
             columns.append(column.cast(pa.string()))
     return pa.table(columns, names=table.column_names)
+
+
+def _int96_columns(path: str) -> frozenset[str]:
+    """Columns stored as INT96 (Spark's default timestamp encoding: UTC instants that pyarrow reads as naive)."""
+    files = [path] if os.path.isfile(path) else sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+    if not files:
+        return frozenset()
+    schema = pq.ParquetFile(files[0]).schema
+    return frozenset(schema.column(i).name for i in range(len(schema)) if schema.column(i).physical_type == "INT96")
 
 
 def _read_csv(path: str) -> tuple[pa.Table, int]:
@@ -81,7 +99,8 @@ def load_trips(paths: list[str], limit: int | None = None) -> tuple[pa.Table, in
     skipped = 0
     for source in expand_sources(paths):
         if source.kind == "parquet":
-            tables.append(_as_strings(pads.dataset(source.path, format="parquet").to_table()))
+            table = pads.dataset(source.path, format="parquet").to_table()
+            tables.append(_as_strings(table, _int96_columns(source.path)))
         else:
             table, bad = _read_csv(source.path)
             tables.append(table)
