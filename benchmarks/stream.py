@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as pads
 
 from _measure import machine
@@ -156,42 +157,51 @@ def run_rate(base: Path, tracking: str, raw: Path, rate: int, seconds: float, tr
             stream.wait()
         log.close()
 
+    result.update(figures(root, warmup))
+    result["keeps_up"] = bool(
+        result["all_committed"]
+        and result["latency_last_quarter_median_s"] <= 1.5 * result["latency_first_quarter_median_s"] + 1.0
+    )
+    return result
+
+
+def figures(root: Path, warmup: set[str]) -> dict:
+    """Latency and throughput from what the stream wrote: predictions (landed_at, batch_id) and commit records."""
     batches = commits(root)
     table = pads.dataset(root / "predictions", format="parquet", partitioning="hive").to_table(
         columns=["source_file", "landed_at", "batch_id"]
     )
     files = np.array([Path(p).name for p in table.column("source_file").to_pylist()])
     mine = ~np.isin(files, list(warmup))
-    landed = table.column("landed_at").cast("int64").to_numpy()[mine] / 1e6
+    # Spark writes INT96 timestamps: UTC instants that pyarrow reads as naive nanoseconds
+    micros = table.column("landed_at").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
+    landed = micros[mine] / 1e6
     batch_ids = table.column("batch_id").to_numpy()[mine]
     committed = np.array([batches[int(b)]["committed_at"] for b in batch_ids])
     latency = committed - landed
     per_file: dict[str, float] = {}
     for name, value in zip(files[mine], latency, strict=True):
-        per_file[name] = value
+        per_file[name] = float(value)
     ordered = [per_file[name] for name in sorted(per_file)]
     quarter = max(1, len(ordered) // 4)
     first_q, last_q = float(np.median(ordered[:quarter])), float(np.median(ordered[-quarter:]))
-    durations = [b["committed_at"] - b["started_at"] for i, b in batches.items() if i > 0]
+    measured = {int(b) for b in set(batch_ids.tolist())}
+    durations = [batches[i]["committed_at"] - batches[i]["started_at"] for i in sorted(measured)]
     trips = int(mine.sum())
-    result.update(
-        {
-            "trips_scored": trips,
-            "files": len(per_file),
-            "batches": len(batches) - 1,
-            "latency_p50_s": round(float(np.percentile(latency, 50)), 2),
-            "latency_p99_s": round(float(np.percentile(latency, 99)), 2),
-            "latency_max_s": round(float(latency.max()), 2),
-            "latency_first_quarter_median_s": round(first_q, 2),
-            "latency_last_quarter_median_s": round(last_q, 2),
-            "achieved_trips_per_s": round(trips / (committed.max() - landed.min())),
-            "batch_seconds_median": round(float(np.median(durations)), 2),
-            "batch_seconds_max": round(float(max(durations)), 2),
-            "trips_per_batch_median": int(np.median([b["trips"] for i, b in batches.items() if i > 0])),
-        }
-    )
-    result["keeps_up"] = bool(result["all_committed"] and last_q <= 1.5 * first_q + 1.0)
-    return result
+    return {
+        "trips_scored": trips,
+        "files": len(per_file),
+        "batches": len(measured),
+        "latency_p50_s": round(float(np.percentile(latency, 50)), 2),
+        "latency_p99_s": round(float(np.percentile(latency, 99)), 2),
+        "latency_max_s": round(float(latency.max()), 2),
+        "latency_first_quarter_median_s": round(first_q, 2),
+        "latency_last_quarter_median_s": round(last_q, 2),
+        "achieved_trips_per_s": round(trips / (committed.max() - landed.min())),
+        "batch_seconds_median": round(float(np.median(durations)), 2),
+        "batch_seconds_max": round(float(max(durations)), 2),
+        "trips_per_batch_median": int(np.median([batches[i]["trips"] for i in sorted(measured)])),
+    }
 
 
 def render(results: dict) -> str:
@@ -231,7 +241,16 @@ def main() -> None:
     parser.add_argument("--files-per-second", type=float, default=2.0)
     parser.add_argument("--keep", action="store_true", help="Keep the temporary workspaces.")
     parser.add_argument("--no-doc", action="store_true", help="Do not rewrite docs/benchmarks.md.")
+    parser.add_argument(
+        "--recompute",
+        type=Path,
+        help="Recompute the figures from the kept workspaces of a run (BASE) and its results JSON (--log).",
+    )
+    parser.add_argument("--log", type=Path, help="The results JSON of the run to recompute.")
     args = parser.parse_args()
+    if args.recompute:
+        recompute(args)
+        return
     rates = [int(r) for r in args.rates.split(",")]
     base = Path(tempfile.mkdtemp(prefix="bench-stream-", dir=os.environ.get("BENCH_TMP")))
     model_ws = base / "model"
@@ -251,20 +270,46 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-    results = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "load_before": load_before,
-        "model": f"taxi-duration v{trained['model_version']} ({args.model}, trained on the real TLC sample)",
-        "seconds": args.seconds,
-        "trigger": args.trigger,
-        "rates": measured,
-    }
+    save(
+        {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": machine(),
+            "load_before": load_before,
+            "model": f"taxi-duration v{trained['model_version']} ({args.model}, trained on the real TLC sample)",
+            "seconds": args.seconds,
+            "trigger": args.trigger,
+            "rates": measured,
+        },
+        write_doc=not args.no_doc,
+    )
+
+
+def recompute(args: argparse.Namespace) -> None:
+    """Figures again from a kept run: its workspaces (BASE) and its results JSON (--log)."""
+    results = json.loads(args.log.read_text())
+    for result in results["rates"]:
+        root = args.recompute / f"rate-{result['rate']}" / "stream"
+        result.update(figures(root, _warmup_files(root)))
+        result["keeps_up"] = bool(
+            result["all_committed"]
+            and result["latency_last_quarter_median_s"] <= 1.5 * result["latency_first_quarter_median_s"] + 1.0
+        )
+        print(json.dumps(result), flush=True)
+    save(results, write_doc=not args.no_doc)
+
+
+def _warmup_files(root: Path) -> set[str]:
+    """The warm-up files: those of batch 0, committed before the replay started."""
+    table = pads.dataset(root / "predictions" / "batch_id=0", format="parquet").to_table(columns=["source_file"])
+    return {Path(p).name for p in table.column("source_file").to_pylist()}
+
+
+def save(results: dict, write_doc: bool) -> None:
     out = REPO / "benchmarks" / "results" / f"stream-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     section = render(results)
     print(section)
-    if not args.no_doc:
+    if write_doc:
         text = DOC.read_text(encoding="utf-8")
         if START in text and END in text:
             text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]

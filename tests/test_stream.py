@@ -303,3 +303,21 @@ def test_exactly_once_across_kill_9(spark: SparkSession, champion: Path, data_di
     # replayed in event-time order, no trip is behind the watermark: the windows count each trip once
     windows = read_borough_windows(spark, paths.borough_windows).agg(F.sum("trips")).first()
     assert windows is not None and windows[0] == 6352
+
+
+def test_stream_without_a_champion_is_one_line_and_non_zero(
+    tmp_path: Path, spark: SparkSession, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["taxi-duration", "--workspace", str(tmp_path), "stream", "--available-now"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "error: models:/taxi-duration@champion: no such registered model or alias; run `taxi-duration train` first"
+    )
+    monkeypatch.setattr(sys, "argv", ["taxi-duration", "--workspace", str(tmp_path), "stream", "--trigger", "soon"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --trigger: expected an interval like 2s, found 'soon'"

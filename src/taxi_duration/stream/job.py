@@ -213,6 +213,7 @@ class BatchRecord:
     quarantined: int
     by_reason: dict[str, int]
     skipped_files: list[dict[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # where the batch's time went, by phase
 
 
 class ScoreBatch:
@@ -275,12 +276,23 @@ class ScoreBatch:
         _write_json_atomically(self.paths.commits / f"{batch_id}.json", asdict(record))
 
     def _score(self, spark: SparkSession, lines: DataFrame, batch_id: int, started: float) -> BatchRecord:
+        seconds: dict[str, float] = {}
+        mark = time.time()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.time()
+            seconds[name] = round(now - mark, 3)
+            mark = now
+
         landed, json_keys = batch_files(lines)
         files, skipped = plan_files(spark, landed, json_keys)
+        phase("read_and_plan")
         for entry in skipped:
             self.say(f"skipped: {entry.reason}")
             _append_json_line(self.paths.skipped_files, {"batch_id": batch_id, **asdict(entry)})
         model, version = self.tracker.current()
+        phase("champion_check")
         staged_predictions = self.paths.staging / "predictions" / f"{BATCH_ID}={batch_id}"
         staged_quarantine = self.paths.staging / "quarantine" / f"{BATCH_ID}={batch_id}"
         by_reason: dict[str, int] = {}
@@ -297,6 +309,7 @@ class ScoreBatch:
                         trips = int(row["count"])
                     else:
                         by_reason[row[REASON]] = int(row["count"])
+                phase("classify")
                 micros = landing_times(landed)
                 landed_at = F.timestamp_micros(
                     F.element_at(
@@ -311,12 +324,15 @@ class ScoreBatch:
                 predictions.select(*[F.col(f.name).cast(f.dataType) for f in PREDICTIONS_SCHEMA.fields]).write.mode(
                     "overwrite"
                 ).parquet(str(staged_predictions))
+                phase("score_and_write")
                 to_quarantine(classified).write.mode("overwrite").parquet(str(staged_quarantine))
+                phase("write_quarantine")
             finally:
                 classified.unpersist()
         # quarantine first: the predictions folder appearing is what marks the batch as committed
         _publish(staged_quarantine, self.paths.quarantine / f"{BATCH_ID}={batch_id}")
         _publish(staged_predictions, self.paths.predictions / f"{BATCH_ID}={batch_id}")
+        phase("commit")
         record = BatchRecord(
             batch_id=batch_id,
             committed_at=time.time(),
@@ -327,6 +343,7 @@ class ScoreBatch:
             quarantined=sum(by_reason.values()),
             by_reason=by_reason,
             skipped_files=[asdict(entry) for entry in skipped],
+            seconds=seconds,
         )
         _write_json_atomically(self.paths.commits / f"{batch_id}.json", asdict(record))
         return record
@@ -490,7 +507,8 @@ def _wait(queries: dict[str, StreamingQuery], progress: ProgressLog, stop: _Stop
                     other.stop()
                 raise failure
         if not any(query.isActive for query in queries.values()):
-            return "available_now" if len(queries) else "done"
+            progress.poll(queries)  # the last batch may have finished after the poll above
+            return "available_now"
         if stop.event.is_set():
             return stop.reason
         if deadline is not None and time.time() >= deadline:
