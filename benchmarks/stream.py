@@ -193,7 +193,12 @@ def figures(root: Path, warmup: set[str], fps: float) -> dict:
     cycles = {i: batches[i]["committed_at"] - batches[i - 1]["committed_at"] for i in order if i - 1 in batches}
     steady = order[1:-1] or order
     ratios = [cycles[i] / (batches[i]["files"] / fps) for i in steady if i in cycles and batches[i]["files"]]
+    phases: dict[str, list[float]] = {}
+    for i in order:
+        for name, value in batches[i].get("seconds", {}).items():
+            phases.setdefault(name, []).append(value)
     return {
+        "phase_seconds_median": {name: round(float(np.median(v)), 2) for name, v in phases.items()},
         "cycle_over_span_median": round(float(np.median(ratios)), 2),
         "batch_points": [
             [batches[i]["trips"] + batches[i]["quarantined"], round(durations[k], 2)] for k, i in enumerate(order)
@@ -214,30 +219,64 @@ def figures(root: Path, warmup: set[str], fps: float) -> dict:
 
 
 def render(results: dict) -> str:
+    rates = results["rates"]
     lines = [
         START,
         "## Streaming (`taxi-duration stream`)",
         "",
-        f"Measured {results['date']} on {results['machine']}; `benchmarks/stream.py --rates "
-        f"{','.join(str(r['rate']) for r in results['rates'])} --seconds {results['seconds']:g} --trigger "
+        f"Measured {results['date']} on {results['machine']}; `python benchmarks/stream.py --rates "
+        f"{','.join(str(r['rate']) for r in rates)} --seconds {results['seconds']:g} --trigger "
         f"{results['trigger']}`. Model: {results['model']}. Trips: synthetic TLC yellow trips (`generate`) replayed "
-        "in event-time order as CSV files, 2 files a second, into a fresh stream per rate (`local[*]`, one "
-        "process: the score query and the borough x window query share the two cores). Load average "
-        f"(1 min) {results['load_before']} before the run; per rate the min/median/max during the replay.",
+        f"in event-time order as CSV files, {rates[0]['files_per_second']:g} files a second, for "
+        f"{results['seconds']:g} s per rate into a fresh stream (own checkpoint; `local[*]`, one process: the score "
+        "query and the borough x window query share the two cores), after one warm-up file. The machine is shared "
+        f"with other developers' Spark jobs: load average (1/5/15 min) {results['load_before']} before the run, and "
+        "per rate the 1-minute load average (min/median/max) during the replay.",
         "",
-        "| offered trips/s | trips | files | batches | keeps up | achieved trips/s | latency p50 (s) | p99 (s) "
-        "| max (s) | batch time median/max (s) | trips per batch | load avg (1 min) |",
+        "| offered trips/s | trips | files | batches | keeps up | batch cycle / data span | latency p50 (s) "
+        "| p99 (s) | max (s) | batch time median/max (s) | trips per batch (median) | load avg (1 min) |",
         "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in results["rates"]:
+    for r in rates:
         load = r["load_avg_1min"]
         lines.append(
             f"| {r['rate']:,} | {r['trips_scored']:,} | {r['files']} | {r['batches']} | "
-            f"{'yes' if r['keeps_up'] else 'no'} | {r['achieved_trips_per_s']:,} | {r['latency_p50_s']} | "
+            f"{'yes' if r['keeps_up'] else 'no'} | {r['cycle_over_span_median']} | {r['latency_p50_s']} | "
             f"{r['latency_p99_s']} | {r['latency_max_s']} | {r['batch_seconds_median']} / {r['batch_seconds_max']} | "
             f"{r['trips_per_batch_median']:,} | {load['min']:.1f} / {load['median']:.1f} / {load['max']:.1f} |"
         )
-    lines += ["", results.get("notes", ""), END]
+    phase_names = list(rates[-1].get("phase_seconds_median", {}))
+    if phase_names:
+        lines += [
+            "",
+            "Where a micro-batch's time goes (median seconds per batch, from `commits/N.json`):",
+            "",
+            "| offered trips/s | " + " | ".join(phase_names) + " |",
+            "|---:|" + "---:|" * len(phase_names),
+        ]
+        for r in rates:
+            phases = r.get("phase_seconds_median", {})
+            lines.append(f"| {r['rate']:,} | " + " | ".join(str(phases.get(n, "")) for n in phase_names) + " |")
+    fit = results.get("batch_time_fit")
+    if fit:
+        lines += [
+            "",
+            f"A straight line through every measured batch (trips in, seconds): **{fit['fixed_seconds']} s fixed "
+            f"+ {fit['microseconds_per_trip']} µs per trip**, so under this load the stream cannot keep up beyond "
+            f"about **{fit['capacity_trips_per_s']:,} trips/s** however large the batches get, and at a rate r the "
+            "batches settle at fixed / (1 - r x per-trip) seconds.",
+        ]
+    lines += [
+        "",
+        "How it is measured: latency of a trip = commit time of the micro-batch that wrote it (taken right after its "
+        "`predictions/batch_id=N` folder was renamed into place, `commits/N.json`) minus the time its file landed "
+        "(the file's modification time, recorded per prediction as `landed_at`; replay renames each finished file "
+        "into place). A micro-batch takes what landed while the previous one ran, so the stream keeps up when a "
+        "batch needs no more time, commit to commit, than the span of data it holds (its files / files per "
+        f"second); `keeps up` = the median of that ratio over the steady batches (not the first and last) is at "
+        f"most {KEEP_UP_RATIO}. Raw results: `benchmarks/results/stream-*.json`.",
+        END,
+    ]
     return "\n".join(lines)
 
 
