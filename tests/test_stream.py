@@ -181,6 +181,14 @@ def test_late_and_out_of_order_trips_land_in_their_window_and_the_champion_moves
     summary = stream_now(spark, paths)
     assert (summary["trips"], summary["model_versions"]) == (3, [v2])
 
+    # progress: one line per batch and query; the watermark after file a is 10:40 - 10 minutes (New York time)
+    progress = [json.loads(line) for line in paths.progress.read_text().splitlines()]
+    assert [(p["batch_id"], p["input_rows"]) for p in progress if p["query"] == "taxi_duration_score"] == [
+        (0, 6),
+        (1, 4),
+    ]
+    assert "2024-01-15T15:30:00.000Z" in {p["watermark"] for p in progress if p["query"] == "taxi_duration_windows"}
+
     windows = read_borough_windows(spark, paths.borough_windows)
     expected = spark.createDataFrame(
         [

@@ -424,7 +424,8 @@ class ProgressLog:
         for name, query in queries.items():
             for progress in query.recentProgress:
                 batch = int(progress.batchId)
-                if batch <= self._seen.get(name, -1):
+                idle = "addBatch" not in (progress.durationMs or {})  # a trigger that found nothing to run
+                if idle or batch <= self._seen.get(name, -1):
                     continue
                 self._seen[name] = batch
                 record = self._record(name, progress)
