@@ -65,9 +65,17 @@ def parse_as(column: Column, source_type: DataType, target: DataType) -> Column:
 
 def to_canonical(fmt: TripFormat, source: Source) -> Callable[[DataFrame], DataFrame]:
     """Raw frame -> canonical columns plus the bookkeeping columns the quality rules read."""
+    return to_canonical_from(fmt, F.lit(source.path), F.lit(source.source_id))
+
+
+def to_canonical_from(
+    fmt: TripFormat, path: Column, source_id: Column, bookkeeping: tuple[str, ...] = ()
+) -> Callable[[DataFrame], DataFrame]:
+    """`to_canonical` with the source file and its id as columns, for frames mixing files of one format
+    (a streaming micro-batch). `bookkeeping` names raw columns that are not source data (never hashed or kept)."""
 
     def step(raw: DataFrame) -> DataFrame:
-        present = [name for name in raw.columns if name != CORRUPT_RECORD]
+        present = [name for name in raw.columns if name != CORRUPT_RECORD and name not in bookkeeping]
         types = {field.name: field.dataType for field in raw.schema.fields}
         parsed: dict[str, Column] = {}
         problems: list[Column] = []
@@ -92,13 +100,13 @@ def to_canonical(fmt: TripFormat, source: Source) -> Callable[[DataFrame], DataF
         corrupt = _quoted(CORRUPT_RECORD) if CORRUPT_RECORD in raw.columns else F.lit(None).cast("string")
         duration = F.unix_micros(parsed["dropoff_datetime"]) - F.unix_micros(parsed["pickup_datetime"])
         # the corrupt line itself is part of the key so two different bad lines never look like duplicates
-        trip_id = F.xxhash64(F.lit(source.path), corrupt, *raw_columns)
+        trip_id = F.xxhash64(path, corrupt, *raw_columns)
         return raw.select(
             trip_id.alias("trip_id"),
             service.alias("service"),
             *[parsed[name].alias(name) for name in _PARSED_FIELDS],
             (duration / F.lit(1_000_000.0)).alias("duration_s"),
-            F.lit(source.path).alias("source_file"),
+            path.alias("source_file"),
             F.filter(F.array(*problems) if problems else F.array().cast("array<string>"), lambda x: x.isNotNull())
             .cast("array<string>")
             .alias(PROBLEMS),
@@ -106,7 +114,7 @@ def to_canonical(fmt: TripFormat, source: Source) -> Callable[[DataFrame], DataF
             F.lit(bool(fmt.columns.get("dropoff_datetime"))).alias(EXPECTS_DROPOFF),
             F.struct(*raw_columns, corrupt.alias(CORRUPT_RECORD)).alias(RAW),
             F.lit(fmt.name).alias(FORMAT),
-            F.lit(source.source_id).alias(SOURCE),
+            source_id.alias(SOURCE),
         )
 
     return step

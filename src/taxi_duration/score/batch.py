@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
@@ -12,8 +12,12 @@ from taxi_duration.train.evaluate import minutes_from_log_seconds
 from taxi_duration.train.pipeline import PREDICTION
 
 
-def with_predictions(model: PipelineModel, model_name: str, model_version: str) -> Callable[[DataFrame], DataFrame]:
-    """Canonical trips -> one prediction row per trip (minutes), stamped with the model version."""
+def with_predictions(
+    model: PipelineModel, model_name: str, model_version: str, keep: Sequence[str] = ()
+) -> Callable[[DataFrame], DataFrame]:
+    """Canonical trips -> one prediction row per trip (minutes), stamped with the model version.
+
+    `keep` names extra input columns carried through after the standard ones (e.g. the stream's batch columns)."""
 
     def step(trips: DataFrame) -> DataFrame:
         return model.transform(trips).select(
@@ -27,6 +31,7 @@ def with_predictions(model: PipelineModel, model_name: str, model_version: str) 
             (F.col("duration_s") / F.lit(60.0)).alias("actual_duration_minutes"),
             F.lit(model_name).alias("model_name"),
             F.lit(model_version).alias("model_version"),
+            *keep,
         )
 
     return step

@@ -1,0 +1,1 @@
+"""Streaming scoring: landing files -> predictions, quarantine and live borough x window counts."""
