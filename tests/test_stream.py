@@ -223,10 +223,10 @@ def test_late_and_out_of_order_trips_land_in_their_window_and_the_champion_moves
 
     # the tracker follows the alias at the next batch boundary, and reloads only when it moved
     tracker = ChampionTracker(MODEL, "champion")
-    model_v2, version = tracker.current()
-    assert version == v2 and tracker.current()[0] is model_v2
+    model_v2, version = tracker.current(spark)
+    assert version == v2 and tracker.current(spark)[0] is model_v2
     client.set_registered_model_alias(MODEL, "champion", "1")
-    model_v1, version = tracker.current()
+    model_v1, version = tracker.current(spark)
     assert version == "1" and model_v1 is not model_v2
 
 

@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import mlflow.spark
 from mlflow.tracking import MlflowClient
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -48,6 +47,7 @@ from taxi_duration.errors import ModelNotFoundError
 from taxi_duration.params import QualityParams
 from taxi_duration.quality.rules import REASON, to_quarantine
 from taxi_duration.registry.promotion import alias_version
+from taxi_duration.registry.spark_model import load_spark_model
 from taxi_duration.schema import QUARANTINE_SCHEMA, TRIP_COLUMNS
 from taxi_duration.score.batch import with_predictions
 from taxi_duration.stream.sources import (
@@ -165,7 +165,7 @@ class ChampionTracker:
         self._model: PipelineModel | None = None
         self._on_change = on_change
 
-    def current(self) -> tuple[PipelineModel, str]:
+    def current(self, spark: SparkSession) -> tuple[PipelineModel, str]:
         version = alias_version(MlflowClient(), self.model_name, self.alias)
         if version is None and self._model is None:
             raise ModelNotFoundError(
@@ -173,7 +173,7 @@ class ChampionTracker:
                 "run `taxi-duration train` first"
             )
         if version is not None and version != self.version:
-            model = mlflow.spark.load_model(f"models:/{self.model_name}/{version}")
+            model = load_spark_model(f"models:/{self.model_name}/{version}", spark)
             previous, self._model, self.version = self.version, model, version
             if self._on_change is not None:
                 self._on_change(previous, version)
@@ -291,7 +291,7 @@ class ScoreBatch:
         for entry in skipped:
             self.say(f"skipped: {entry.reason}")
             _append_json_line(self.paths.skipped_files, {"batch_id": batch_id, **asdict(entry)})
-        model, version = self.tracker.current()
+        model, version = self.tracker.current(spark)
         phase("champion_check")
         staged_predictions = self.paths.staging / "predictions" / f"{BATCH_ID}={batch_id}"
         staged_quarantine = self.paths.staging / "quarantine" / f"{BATCH_ID}={batch_id}"
@@ -534,7 +534,7 @@ def run_stream(
             f"model: models:/{model_name}@{options.alias} -> v{new}" + (f" (was v{old})" if old else "")
         ),
     )
-    tracker.current()  # fail before starting if there is no champion; load it once up front
+    tracker.current(spark)  # fail before starting if there is no champion; load it once up front
     scorer = ScoreBatch(paths, quality, tracker, say)
     score_writer = (
         landing_stream(spark, str(paths.landing), options.max_files_per_trigger)
