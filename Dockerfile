@@ -15,7 +15,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps tini \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /dist/*.whl /tmp/
-RUN pip install --no-cache-dir /tmp/taxi_duration_predictor-*.whl && rm /tmp/*.whl
+# with the `spark` extra (pyspark 4.3.0): the image runs Spark itself
+RUN wheel="$(ls /tmp/taxi_duration_predictor-*.whl)" && pip install --no-cache-dir "${wheel}[spark]" && rm /tmp/*.whl
 # not root; the workspace (lakehouse, MLflow DFS temp, worker dirs) is a volume shared by driver and workers
 RUN useradd --create-home --uid 10001 app && mkdir -p /workspace /mlflow && chown app:app /workspace /mlflow
 USER app

@@ -11,11 +11,11 @@ $(BIN)/activate:
 	$(BIN)/python -m pip install -q -U pip
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e '.[spark]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[spark,dev]'
 	touch $@
 
 install: $(VENV)/.installed
