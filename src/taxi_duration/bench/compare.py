@@ -11,6 +11,7 @@ RLIMIT_AS would stop it from starting at all.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from taxi_duration.bench.workloads import ENGINES, EXIT_OOM, TRAINING_ENGINES
 from taxi_duration.errors import BenchmarkError, ConfigError
 
 RELATIVE_TOLERANCE = 1e-9
+ENGINE_MODULES = {"pandas": ("sklearn",), "polars": ("polars",), "duckdb": ("duckdb",)}
 JVM_ENGINES = ("spark", "spark-naive")
 FORMATS = ("parquet", "csv")
 # signals a child dies of when an allocation fails under RLIMIT_AS (Rust/C++ abort, or a kill)
@@ -69,6 +71,19 @@ class CompareConfig:
         unknown = [e for e in self.engines if e not in ENGINES]
         if unknown:
             raise ConfigError(f"--engines: unknown {unknown}; known: {', '.join(ENGINES)}")
+        missing = sorted(
+            {
+                module
+                for e in self.engines
+                for module in ENGINE_MODULES.get(e, ())
+                if importlib.util.find_spec(module) is None
+            }
+        )
+        if missing:
+            raise ConfigError(
+                f"--engines {','.join(self.engines)} need {', '.join(missing)}: "
+                "pip install 'taxi-duration-predictor[bench]'"
+            )
         bad_formats = [f for f in self.formats if f not in FORMATS]
         if bad_formats or "parquet" not in self.formats:
             raise ConfigError(f"--formats: expected parquet and optionally csv, found {self.formats}")
