@@ -470,7 +470,7 @@ def run_duckdb(
 # ---------------------------------------------------------------------------------------------------- Spark
 
 
-def _spark_session(naive: bool, driver_memory: str, workspace: Path) -> Any:
+def _spark_session(naive: bool, driver_memory: str, workspace: Path, lecture_partitions: bool = True) -> Any:
     """The project's session (settings + get_spark), or a lecture-style one with the defaults of a course."""
     if naive:
         from pyspark.sql import SparkSession
@@ -486,7 +486,8 @@ def _spark_session(naive: bool, driver_memory: str, workspace: Path) -> Any:
             .appName("bench-naive")
             .config("spark.driver.memory", driver_memory)
             .config("spark.sql.session.timeZone", SESSION_TIME_ZONE)
-            .config("spark.sql.adaptive.enabled", "false")
+            .config("spark.sql.adaptive.enabled", str(not lecture_partitions).lower())
+            .config("spark.sql.shuffle.partitions", "200" if lecture_partitions else "8")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.warehouse.dir", str(workspace / "warehouse"))
@@ -698,12 +699,25 @@ def _haversine_python(lat1: float | None, lon1: float | None, lat2: float | None
     return 2 * EARTH_RADIUS_MILES * math.asin(math.sqrt(a))
 
 
+NAIVE_FIXES = ("schema", "typed_times", "builtin", "no_counts", "partitions")
+
+
 def run_spark_naive(
-    parquet: str, csv: str | None, out: Path, train_rows: int, steps: Steps, driver_memory: str = "4g"
+    parquet: str,
+    csv: str | None,
+    out: Path,
+    train_rows: int,
+    steps: Steps,
+    driver_memory: str = "4g",
+    fixes: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The same report and features written the way a course notebook does: CSV with inferSchema, timestamps
     as strings subtracted with unix_timestamp, a Python UDF for the distance, a count() after each step,
-    default 200 shuffle partitions without AQE, non-broadcast-hinted joins. Needs the CSV copy."""
+    200 shuffle partitions without AQE. Needs the CSV copy.
+
+    `fixes` (for the ablation in benchmarks/spark_ablation.py) undoes one habit each: `schema` (schema on read),
+    `typed_times` (timestamps as timestamps), `builtin` (built-in haversine), `no_counts` (no intermediate
+    actions), `partitions` (8 shuffle partitions with AQE)."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType
 
@@ -711,22 +725,47 @@ def run_spark_naive(
         raise FileNotFoundError("spark-naive reads the CSV copy: generate it (formats csv)")
     results: dict[str, Any] = {}
     with steps.step("session"):
-        spark = _spark_session(naive=True, driver_memory=driver_memory, workspace=out / "spark")
+        spark = _spark_session(
+            naive=True,
+            driver_memory=driver_memory,
+            workspace=out / "spark",
+            lecture_partitions="partitions" not in fixes,
+        )
     zones, (pickup_zones, dropoff_zones) = _spark_zone_frames(spark)
+    count_every_step = "no_counts" not in fixes
     with steps.step("borough_report"):
-        raw = spark.read.option("header", True).option("inferSchema", True).csv(_csv_files(csv))
-        results["rows_read"] = raw.count()
+        if "schema" in fixes:
+            from taxi_duration.generate.synthetic import YELLOW_SCHEMA
+
+            reader = spark.read.schema(YELLOW_SCHEMA).option("timestampFormat", "yyyy-MM-dd HH:mm:ss")
+        else:
+            reader = spark.read.option("inferSchema", True)
+        raw = reader.option("header", True).csv(_csv_files(csv))
+        if count_every_step:
+            results["rows_read"] = raw.count()
         as_text = "yyyy-MM-dd HH:mm:ss"
         df = raw.withColumn("pickup_str", F.col(PICKUP).cast("string")).withColumn(
             "dropoff_str", F.col(DROPOFF).cast("string")
         )
-        df = df.withColumn(
-            "duration_s", F.unix_timestamp("dropoff_str", as_text) - F.unix_timestamp("pickup_str", as_text)
-        )
+        if "typed_times" in fixes:
+            pickup_time, pickup_epoch = F.col(PICKUP), F.unix_seconds(F.col(PICKUP))
+            seconds = F.unix_seconds(F.col(DROPOFF)) - pickup_epoch
+        else:
+            pickup_time, pickup_epoch = F.to_timestamp("pickup_str", as_text), F.unix_timestamp("pickup_str", as_text)
+            seconds = F.unix_timestamp("dropoff_str", as_text) - pickup_epoch
+        df = df.withColumn("duration_s", seconds)
         df = df.filter((F.col("duration_s") >= MIN_DURATION_S) & (F.col("duration_s") <= MAX_DURATION_S))
-        results["valid_trips"] = df.count()
+        if count_every_step:
+            results["valid_trips"] = df.count()
+        else:
+            counts = raw.agg(
+                F.count(F.lit(1)).alias("rows_read"),
+                F.count(F.when(seconds.between(MIN_DURATION_S, MAX_DURATION_S), 1)).alias("valid_trips"),
+            ).first()
+            results["rows_read"], results["valid_trips"] = int(counts["rows_read"]), int(counts["valid_trips"])
         joined = df.join(zones.select("LocationID", "borough"), df["PULocationID"] == zones["LocationID"], "left")
-        joined.count()
+        if count_every_step:
+            joined.count()
         rows = (
             joined.withColumn("borough", F.coalesce(F.col("borough"), F.lit(UNKNOWN_BOROUGH)))
             .groupBy("borough")
@@ -741,15 +780,12 @@ def run_spark_naive(
         with_zones = df.join(pickup_zones, on="PULocationID", how="left").join(
             dropoff_zones, on="DOLocationID", how="left"
         )
-        with_zones.count()
-        features = with_zones.select(
-            *_spark_feature_columns(
-                F.to_timestamp("pickup_str", as_text),
-                F.unix_timestamp("pickup_str", as_text),
-                haversine("lat1", "lon1", "lat2", "lon2"),
-            )
-        )
-        features.count()
+        if count_every_step:
+            with_zones.count()
+        distance = _haversine_column() if "builtin" in fixes else haversine("lat1", "lon1", "lat2", "lon2")
+        features = with_zones.select(*_spark_feature_columns(pickup_time, pickup_epoch, distance))
+        if count_every_step:
+            features.count()
         target = str(out / "features")
         features.write.mode("overwrite").parquet(target)
         results["features"] = _spark_summaries(spark.read.parquet(target))
@@ -791,6 +827,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-limit", type=int, default=0, help="bytes; DuckDB's memory_limit is set below it")
     parser.add_argument("--boost-iterations", type=int, default=BOOST_ITERATIONS)
     parser.add_argument("--forest-trees", type=int, default=FOREST_TREES)
+    parser.add_argument(
+        "--naive-fixes", default="", help=f"spark-naive only, comma-separated: {', '.join(NAIVE_FIXES)}"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     steps = Steps()
@@ -800,6 +839,11 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["driver_memory"] = args.driver_memory
     if args.engine in TRAINING_ENGINES:
         kwargs["models"] = Models(args.boost_iterations, args.forest_trees)
+    if args.engine == "spark-naive" and args.naive_fixes:
+        kwargs["fixes"] = frozenset(f for f in args.naive_fixes.split(",") if f)
+        unknown = kwargs["fixes"] - set(NAIVE_FIXES)
+        if unknown:
+            parser.error(f"--naive-fixes: unknown {sorted(unknown)}; known: {', '.join(NAIVE_FIXES)}")
     if args.engine == "duckdb":
         kwargs["memory_limit"] = args.memory_limit or None
     try:
