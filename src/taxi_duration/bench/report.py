@@ -114,13 +114,22 @@ def _chart(summary: dict[str, Any], value: str, ylabel: str, title: str) -> Figu
     ax = figure.subplots()
     engines = list(dict.fromkeys(r["engine"] for r in summary["runs"]))
     for engine in engines:
-        runs = [r for r in summary["runs"] if r["engine"] == engine and r["status"] == "ok"]
+        # one point per size (the first run of it, when several saved runs are drawn together)
+        first: dict[int, dict[str, Any]] = {}
+        for run in summary["runs"]:
+            if run["engine"] == engine and run["status"] == "ok":
+                first.setdefault(run["rows"], run)
+        runs = [first[rows] for rows in sorted(first)]
         color = ENGINE_COLORS.get(engine)
         if runs:
             ax.plot([r["rows"] for r in runs], [max(r[value], 1e-3) for r in runs], "o-", label=engine, color=color)
         for failed in (r for r in summary["runs"] if r["engine"] == engine and r["status"] == "oom"):
-            ax.plot([failed["rows"]], [max(failed.get(value) or 1e-3, 1e-3)], "x", color=color, markersize=12)
-            ax.annotate("out of memory", (failed["rows"], max(failed.get(value) or 1e-3, 1e-3)), fontsize=8)
+            point = (failed["rows"], max(failed.get(value) or 1e-3, 1e-3))
+            ax.plot(*point, "x", color=color, markersize=12)
+            bound = str(failed.get("memory_bound", "")).replace("RLIMIT_AS ", "cap ")
+            ax.annotate(
+                f"{engine} out of memory ({bound})", point, fontsize=7, xytext=(4, 4), textcoords="offset points"
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("trips")
