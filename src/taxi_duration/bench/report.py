@@ -82,12 +82,16 @@ def naive_vs_tuned(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def markdown(summary: dict[str, Any], image_links: dict[str, str] | None = None) -> str:
     """The whole section: what was run, the table, the naive/tuned ratio, mismatches, charts."""
     config = summary["config"]
+    training = (
+        f"Training on at most {config['train_rows']:,} trips (validation {config['train_rows'] // 4:,}), boosting "
+        f"{config['boost_iterations']} trees, forest {config['forest_trees']} trees."
+        if config["train_rows"]
+        else "No training in this run."
+    )
     lines = [
         f"Run {summary['started']} - {summary.get('finished', '(unfinished)')} on {summary['machine']}.",
         f"Memory bound: pandas/Polars/DuckDB children `RLIMIT_AS` {config['memory_cap'] or 'none'}; Spark driver "
-        f"heap {config['driver_memory']} (`local[*]`). Training on at most {config['train_rows']:,} trips "
-        f"(validation {config['train_rows'] // 4:,}), boosting {config['boost_iterations']} trees, forest "
-        f"{config['forest_trees']} trees. Formats: {', '.join(config['formats'])}.",
+        f"heap {config['driver_memory']} (`local[*]`). {training} Formats: {', '.join(config['formats'])}.",
         "",
         markdown_table(summary),
         "",
