@@ -109,22 +109,26 @@ def parse_rows(text: str) -> list[int]:
     return sizes
 
 
-def data_paths(data_dir: Path, rows: int) -> dict[str, Path]:
-    return {fmt: data_dir / f"trips-{rows}" / fmt for fmt in FORMATS}
+def data_paths(data_dir: Path, rows: int, seed: int = 42) -> dict[str, Path]:
+    """Where the generated input of a size lives (one folder per format)."""
+    return {fmt: data_dir / f"trips-{rows}-seed{seed}" / fmt for fmt in FORMATS}
 
 
-def _has_files(folder: Path, suffix: str) -> bool:
-    return bool(glob.glob(str(folder / "**" / f"*{suffix}"), recursive=True))
+def _is_complete(folder: Path, suffix: str) -> bool:
+    # Spark writes _SUCCESS last: a generation interrupted half-way is generated again, not reused
+    return bool(glob.glob(str(folder / "**" / "_SUCCESS"), recursive=True)) and bool(
+        glob.glob(str(folder / "**" / f"*{suffix}"), recursive=True)
+    )
 
 
 def ensure_data(
     rows: int, data_dir: Path, formats: list[str], seed: int, log: Callable[[str], None]
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Generate one month of yellow trips per format with the project's generator, unless already there."""
-    paths = data_paths(data_dir, rows)
+    paths = data_paths(data_dir, rows, seed)
     seconds: dict[str, float] = {}
     for fmt in formats:
-        if _has_files(paths[fmt], f".{fmt}"):
+        if _is_complete(paths[fmt], f".{fmt}"):
             continue
         log(f"generating {rows:,} trips as {fmt} -> {paths[fmt]}")
         command = [
