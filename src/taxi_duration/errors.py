@@ -25,3 +25,10 @@ class NoDataError(TaxiDurationError):
 
 class ModelNotFoundError(TaxiDurationError):
     """No registered model (or alias) to score with."""
+
+
+class BenchmarkError(TaxiDurationError):
+    """An engine of the comparison benchmark failed (other than running out of memory), or the engines computed
+    different results from the same data."""
+
+    exit_code = 3
