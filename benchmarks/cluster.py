@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import machine, run_measured
+from _measure import machine, replace_doc_section, run_measured
 from taxi_duration.cluster.connect import start_connect_server, stop_connect_server
 from taxi_duration.cluster.standalone import free_port, start_cluster, stop_cluster
 
@@ -113,13 +113,7 @@ def main() -> None:
     section = markdown(summary, args, ingested["rows_clean"], runs)
     print(section)
     if not args.no_doc:
-        text = DOC.read_text(encoding="utf-8")
-        if START in text:
-            head, rest = text.split(START, 1)
-            text = head + section + rest.split(END, 1)[1]
-        else:
-            text = text.rstrip() + "\n\n" + section + "\n"
-        DOC.write_text(text, encoding="utf-8")
+        replace_doc_section(DOC, START, END, section)
 
 
 def summarize(startups: dict[str, list[float]], runs: list[dict]) -> dict:

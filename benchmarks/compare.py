@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from _measure import replace_doc_section
 from taxi_duration.bench.report import markdown, write_charts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,11 +52,7 @@ def section(merged: dict[str, Any]) -> str:
 
 
 def write_doc(text: str) -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    if START not in doc:
-        raise SystemExit(f"{DOC} has no {START} marker: add the section first")
-    head, rest = doc.split(START, 1)
-    DOC.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1], encoding="utf-8")
+    replace_doc_section(DOC, START, END, f"{START}\n{text}\n{END}")
 
 
 def main() -> None:

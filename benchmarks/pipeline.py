@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import machine, run_measured
+from _measure import machine, replace_doc_section, run_measured
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "taxi-duration")
@@ -92,16 +92,6 @@ def markdown(results: list[dict], model: str, when: str) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n\n## Pipeline\n\n"
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOC.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", default="1000000,10000000", help="comma-separated sizes, e.g. 1e6,1e7")
@@ -118,7 +108,7 @@ def main() -> None:
     section = markdown(results, args.model, when)
     print(section)
     if not args.no_doc:
-        write_doc(section)
+        replace_doc_section(DOC, START, END, section)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _measure import machine, replace_doc_section, run_measured
 from taxi_duration.bench.compare import data_paths, ensure_data, mismatches
-from taxi_duration.bench.measure import machine, run_measured
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
@@ -95,9 +95,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_doc:
-        doc = DOC.read_text(encoding="utf-8")
-        head, rest = doc.split(START, 1)
-        DOC.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1], encoding="utf-8")
+        replace_doc_section(DOC, START, END, f"{START}\n{text}\n{END}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from _measure import machine
+from _measure import machine, replace_doc_section
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "taxi-duration")
@@ -364,12 +364,7 @@ def save(results: dict, write_doc: bool) -> None:
     section = render(results)
     print(section)
     if write_doc:
-        text = DOC.read_text(encoding="utf-8")
-        if START in text and END in text:
-            text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        DOC.write_text(text, encoding="utf-8")
+        replace_doc_section(DOC, START, END, section)
     print(f"results: {out}")
 
 
