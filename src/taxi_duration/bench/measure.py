@@ -94,7 +94,9 @@ def run_measured(
         env=env,
         preexec_fn=address_space_cap(memory_cap_bytes) if memory_cap_bytes else None,
     )
-    peak = 0
+    # one sample now, from this thread: a short child under load could otherwise end before the sampler thread
+    # first runs, and be recorded with 0 MB (seen once in CI)
+    peak = tree_rss(proc.pid)
     done = threading.Event()
 
     def sample() -> None:
