@@ -74,47 +74,59 @@ def to_canonical_from(
     """`to_canonical` with the source file and its id as columns, for frames mixing files of one format
     (a streaming micro-batch). `bookkeeping` names raw columns that are not source data (never hashed or kept)."""
 
+    built: dict[str, list[Column]] = {}  # raw schema -> the select list: reused for every frame of that schema
+
     def step(raw: DataFrame) -> DataFrame:
-        present = [name for name in raw.columns if name != CORRUPT_RECORD and name not in bookkeeping]
-        types = {field.name: field.dataType for field in raw.schema.fields}
-        parsed: dict[str, Column] = {}
-        problems: list[Column] = []
-        for name in _PARSED_FIELDS:
-            source_name = fmt.source_column(name, present)
-            target = _CANONICAL_TYPES[name]
-            if source_name is None:
-                parsed[name] = F.lit(None).cast(target)
-                continue
-            value = parse_as(_quoted(source_name), types[source_name], target)
-            parsed[name] = value
-            problems.append(F.when(_quoted(source_name).isNotNull() & value.isNull(), F.lit(name)))
-
-        if fmt.service_column and fmt.service_column in {n.lower() for n in present}:
-            by_lower = {n.lower(): n for n in present}
-            row_service = F.lower(F.trim(_quoted(by_lower[fmt.service_column]).cast("string")))
-            service = F.coalesce(row_service, F.lit(fmt.service))
-        else:
-            service = F.lit(fmt.service)
-
-        raw_columns = [_quoted(name) for name in present]
-        corrupt = _quoted(CORRUPT_RECORD) if CORRUPT_RECORD in raw.columns else F.lit(None).cast("string")
-        duration = F.unix_micros(parsed["dropoff_datetime"]) - F.unix_micros(parsed["pickup_datetime"])
-        # the corrupt line itself is part of the key so two different bad lines never look like duplicates
-        trip_id = F.xxhash64(path, corrupt, *raw_columns)
-        return raw.select(
-            trip_id.alias("trip_id"),
-            service.alias("service"),
-            *[parsed[name].alias(name) for name in _PARSED_FIELDS],
-            (duration / F.lit(1_000_000.0)).alias("duration_s"),
-            path.alias("source_file"),
-            F.filter(F.array(*problems) if problems else F.array().cast("array<string>"), lambda x: x.isNotNull())
-            .cast("array<string>")
-            .alias(PROBLEMS),
-            corrupt.isNotNull().alias(IS_CORRUPT),
-            F.lit(bool(fmt.columns.get("dropoff_datetime"))).alias(EXPECTS_DROPOFF),
-            F.struct(*raw_columns, corrupt.alias(CORRUPT_RECORD)).alias(RAW),
-            F.lit(fmt.name).alias(FORMAT),
-            source_id.alias(SOURCE),
-        )
+        key = raw.schema.json()
+        if key not in built:
+            built[key] = _canonical_columns(fmt, raw, path, source_id, bookkeeping)
+        return raw.select(*built[key])
 
     return step
+
+
+def _canonical_columns(
+    fmt: TripFormat, raw: DataFrame, path: Column, source_id: Column, bookkeeping: tuple[str, ...]
+) -> list[Column]:
+    """The canonical select list for frames with `raw`'s schema (a few hundred Column calls to build)."""
+    present = [name for name in raw.columns if name != CORRUPT_RECORD and name not in bookkeeping]
+    types = {field.name: field.dataType for field in raw.schema.fields}
+    parsed: dict[str, Column] = {}
+    problems: list[Column] = []
+    for name in _PARSED_FIELDS:
+        source_name = fmt.source_column(name, present)
+        target = _CANONICAL_TYPES[name]
+        if source_name is None:
+            parsed[name] = F.lit(None).cast(target)
+            continue
+        value = parse_as(_quoted(source_name), types[source_name], target)
+        parsed[name] = value
+        problems.append(F.when(_quoted(source_name).isNotNull() & value.isNull(), F.lit(name)))
+
+    if fmt.service_column and fmt.service_column in {n.lower() for n in present}:
+        by_lower = {n.lower(): n for n in present}
+        row_service = F.lower(F.trim(_quoted(by_lower[fmt.service_column]).cast("string")))
+        service = F.coalesce(row_service, F.lit(fmt.service))
+    else:
+        service = F.lit(fmt.service)
+
+    raw_columns = [_quoted(name) for name in present]
+    corrupt = _quoted(CORRUPT_RECORD) if CORRUPT_RECORD in raw.columns else F.lit(None).cast("string")
+    duration = F.unix_micros(parsed["dropoff_datetime"]) - F.unix_micros(parsed["pickup_datetime"])
+    # the corrupt line itself is part of the key so two different bad lines never look like duplicates
+    trip_id = F.xxhash64(path, corrupt, *raw_columns)
+    return [
+        trip_id.alias("trip_id"),
+        service.alias("service"),
+        *[parsed[name].alias(name) for name in _PARSED_FIELDS],
+        (duration / F.lit(1_000_000.0)).alias("duration_s"),
+        path.alias("source_file"),
+        F.filter(F.array(*problems) if problems else F.array().cast("array<string>"), lambda x: x.isNotNull())
+        .cast("array<string>")
+        .alias(PROBLEMS),
+        corrupt.isNotNull().alias(IS_CORRUPT),
+        F.lit(bool(fmt.columns.get("dropoff_datetime"))).alias(EXPECTS_DROPOFF),
+        F.struct(*raw_columns, corrupt.alias(CORRUPT_RECORD)).alias(RAW),
+        F.lit(fmt.name).alias(FORMAT),
+        source_id.alias(SOURCE),
+    ]

@@ -142,17 +142,17 @@ def with_duplicate_flag(df: DataFrame) -> DataFrame:
 
 def with_quality_reason(params: QualityParams) -> Callable[[DataFrame], DataFrame]:
     """Add `reason` / `reason_detail`: the first broken rule, or null for a clean trip."""
-    checks = quality_checks(params)
+    # The columns are built once here, not per frame: a stream applies the step to every micro-batch.
+    reason: Column = F.lit(None).cast("string")
+    detail: Column = F.lit(None).cast("string")
+    # built back to front so the first rule in the list wins; a null condition means "not broken"
+    for code, broken, why in reversed(quality_checks(params)):
+        hit = F.coalesce(broken, F.lit(False))
+        reason = F.when(hit, F.lit(code)).otherwise(reason)
+        detail = F.when(hit, why).otherwise(detail)
 
     def step(df: DataFrame) -> DataFrame:
-        reason: Column = F.lit(None).cast("string")
-        detail: Column = F.lit(None).cast("string")
-        # built back to front so the first rule in the list wins; a null condition means "not broken"
-        for code, broken, why in reversed(checks):
-            hit = F.coalesce(broken, F.lit(False))
-            reason = F.when(hit, F.lit(code)).otherwise(reason)
-            detail = F.when(hit, why).otherwise(detail)
-        return df.withColumn(REASON, reason).withColumn(DETAIL, detail)
+        return df.withColumns({REASON: reason, DETAIL: detail})
 
     return step
 
@@ -189,8 +189,9 @@ def to_quarantine(df: DataFrame) -> DataFrame:
 
 def classify(params: QualityParams) -> Callable[[DataFrame], DataFrame]:
     """Canonical frame (from `to_canonical`) -> the same rows with `reason` and `reason_detail`."""
+    with_reason = with_quality_reason(params)
 
     def step(df: DataFrame) -> DataFrame:
-        return df.transform(with_duplicate_flag).transform(with_quality_reason(params)).transform(with_raw_json)
+        return df.transform(with_duplicate_flag).transform(with_reason).transform(with_raw_json)
 
     return step

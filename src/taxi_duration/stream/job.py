@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as pads
 from mlflow.tracking import MlflowClient
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -52,8 +53,8 @@ from taxi_duration.schema import QUARANTINE_SCHEMA, TRIP_COLUMNS
 from taxi_duration.score.batch import with_predictions
 from taxi_duration.stream.sources import (
     LANDED_AT,
+    BatchClassifier,
     batch_files,
-    classified_lines,
     landing_stream,
     landing_times,
     plan_files,
@@ -231,6 +232,7 @@ class ScoreBatch:
         self.tracker = tracker
         self.say = say
         self.records: list[BatchRecord] = []
+        self.classifier = BatchClassifier(quality)
 
     def __call__(self, lines: DataFrame, batch_id: int) -> None:
         final = self.paths.predictions / f"{BATCH_ID}={batch_id}"
@@ -238,7 +240,7 @@ class ScoreBatch:
             # committed before the process stopped, but the checkpoint had not recorded it yet
             self.say(f"batch {batch_id}: already committed, not written again")
             if not (self.paths.commits / f"{batch_id}.json").exists():
-                self._recover_record(lines.sparkSession, batch_id, final)
+                self._recover_record(batch_id, final)
             return
         started = time.time()
         spark = lines.sparkSession
@@ -254,22 +256,23 @@ class ScoreBatch:
             f"({record.committed_at - started:.1f} s)"
         )
 
-    def _recover_record(self, spark: SparkSession, batch_id: int, final: Path) -> None:
+    def _recover_record(self, batch_id: int, final: Path) -> None:
         """The commit record of a batch whose output was renamed into place just before a crash, rebuilt from
         that output (commit time: the folder's rename time)."""
-        predictions = spark.read.parquet(str(final))
-        quarantine = spark.read.parquet(str(self.paths.quarantine / f"{BATCH_ID}={batch_id}"))
-        by_reason = {row[REASON]: int(row["count"]) for row in quarantine.groupBy(REASON).count().collect()}
-        versions = [row[0] for row in predictions.select("model_version").distinct().collect()]
-        sources = predictions.select("source_file").union(quarantine.select("source_file")).distinct().count()
+        quarantine = self.paths.quarantine / f"{BATCH_ID}={batch_id}"
+        trips, by_reason = _written_counts(final, quarantine)
+        written = pads.dataset(final, format="parquet").to_table(columns=["model_version", "source_file"])
+        versions = sorted(set(written.column("model_version").to_pylist()))
+        sources = set(written.column("source_file").to_pylist())
+        sources |= set(pads.dataset(quarantine, format="parquet").to_table(columns=["source_file"])[0].to_pylist())
         committed = final.stat().st_mtime
         record = BatchRecord(
             batch_id=batch_id,
             committed_at=committed,
             started_at=committed,
             model_version=versions[0] if versions else (self.tracker.version or ""),
-            files=sources,
-            trips=predictions.count(),
+            files=len(sources),
+            trips=trips,
             quarantined=sum(by_reason.values()),
             by_reason=by_reason,
         )
@@ -295,21 +298,15 @@ class ScoreBatch:
         phase("champion_check")
         staged_predictions = self.paths.staging / "predictions" / f"{BATCH_ID}={batch_id}"
         staged_quarantine = self.paths.staging / "quarantine" / f"{BATCH_ID}={batch_id}"
-        by_reason: dict[str, int] = {}
-        trips = 0
-        classified = classified_lines(lines, files, self.quality)
+        classified = self.classifier(lines, files)
+        phase("classify")
         if classified is None:
             spark.createDataFrame([], PREDICTIONS_SCHEMA).write.mode("overwrite").parquet(str(staged_predictions))
             spark.createDataFrame([], QUARANTINE_SCHEMA).write.mode("overwrite").parquet(str(staged_quarantine))
         else:
+            # cached: the predictions write classifies the batch once, the quarantine write reads the result
             classified = classified.persist()
             try:
-                for row in classified.groupBy(REASON).count().collect():
-                    if row[REASON] is None:
-                        trips = int(row["count"])
-                    else:
-                        by_reason[row[REASON]] = int(row["count"])
-                phase("classify")
                 micros = landing_times(landed)
                 landed_at = F.timestamp_micros(
                     F.element_at(
@@ -329,6 +326,8 @@ class ScoreBatch:
                 phase("write_quarantine")
             finally:
                 classified.unpersist()
+        trips, by_reason = _written_counts(staged_predictions, staged_quarantine)
+        phase("count")
         # quarantine first: the predictions folder appearing is what marks the batch as committed
         _publish(staged_quarantine, self.paths.quarantine / f"{BATCH_ID}={batch_id}")
         _publish(staged_predictions, self.paths.predictions / f"{BATCH_ID}={batch_id}")
@@ -347,6 +346,15 @@ class ScoreBatch:
         )
         _write_json_atomically(self.paths.commits / f"{batch_id}.json", asdict(record))
         return record
+
+
+def _written_counts(predictions: Path, quarantine: Path) -> tuple[int, dict[str, int]]:
+    """Trips scored and rows quarantined by reason, read from the batch's staged output (Parquet footers and the
+    reason column): what the commit record says is what was written, and no Spark job is spent counting."""
+    trips = pads.dataset(predictions, format="parquet").count_rows()
+    reasons = pads.dataset(quarantine, format="parquet").to_table(columns=[REASON]).column(REASON)
+    counts = reasons.value_counts().to_pylist() if len(reasons) else []
+    return trips, {str(item["values"]): int(item["counts"]) for item in sorted(counts, key=lambda i: i["values"])}
 
 
 def borough_window_counts(zones: DataFrame, watermark: str, window: str) -> Callable[[DataFrame], DataFrame]:
