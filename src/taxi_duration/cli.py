@@ -626,16 +626,16 @@ def connect_stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
 # --- streaming: stream, replay --------------------------------------------------------------------------------
 
 
-def _trigger_seconds(text: str) -> float:
+def _trigger_seconds(text: str, option: str = "--trigger") -> float:
     from taxi_duration.errors import ConfigError
 
     value = text.strip().lower().removesuffix("seconds").removesuffix("s").strip()
     try:
         seconds = float(value)
     except ValueError:
-        raise ConfigError(f"--trigger: expected an interval like 2s, found '{text}'") from None
+        raise ConfigError(f"{option}: expected an interval like 2s, found '{text}'") from None
     if seconds <= 0:
-        raise ConfigError(f"--trigger: expected a positive interval, found '{text}'")
+        raise ConfigError(f"{option}: expected a positive interval, found '{text}'")
     return seconds
 
 
@@ -646,6 +646,9 @@ def stream(
         Path | None, typer.Option(help="Folder to watch for trip files (default WORKSPACE/stream/landing).")
     ] = None,
     trigger: Annotated[str, typer.Option(help="Micro-batch interval, e.g. 2s.")] = "2s",
+    windows_trigger: Annotated[
+        str, typer.Option(help="How often the borough x window counts are refreshed, e.g. 10s.")
+    ] = "10s",
     available_now: Annotated[
         bool, typer.Option("--available-now", help="Process what has landed, then stop (Databricks serverless).")
     ] = False,
@@ -676,6 +679,7 @@ def stream(
         )
     options = StreamOptions(
         trigger_seconds=_trigger_seconds(trigger),
+        windows_trigger_seconds=_trigger_seconds(windows_trigger, "--windows-trigger"),
         available_now=available_now,
         max_files_per_trigger=max_files_per_trigger,
         watermark=watermark,

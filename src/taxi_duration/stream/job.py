@@ -148,6 +148,9 @@ class StreamPaths:
 @dataclass(frozen=True)
 class StreamOptions:
     trigger_seconds: float = 2.0
+    # The live counts are refreshed less often than predictions are committed: a windows micro-batch costs
+    # about as much as a score one however few rows it has, and both share the driver and the cores.
+    windows_trigger_seconds: float = 10.0
     available_now: bool = False
     max_files_per_trigger: int | None = None
     watermark: str = "10 minutes"
@@ -603,9 +606,8 @@ def _run_queries(
             windows = {WINDOWS_QUERY: windows_writer.trigger(availableNow=True).start()}
             stopped_by = _wait(windows, progress, stop, deadline)
         return stopped_by
-    interval = f"{options.trigger_seconds} seconds"
     queries = {
-        SCORE_QUERY: score_writer.trigger(processingTime=interval).start(),
-        WINDOWS_QUERY: windows_writer.trigger(processingTime=interval).start(),
+        SCORE_QUERY: score_writer.trigger(processingTime=f"{options.trigger_seconds} seconds").start(),
+        WINDOWS_QUERY: windows_writer.trigger(processingTime=f"{options.windows_trigger_seconds} seconds").start(),
     }
     return _wait(queries, progress, stop, deadline)
