@@ -348,7 +348,11 @@ def main() -> None:
         help="Recompute the figures from the kept workspaces of a run (BASE) and its results JSON (--log).",
     )
     parser.add_argument("--log", type=Path, help="The results JSON of the run to recompute.")
+    parser.add_argument("--render", type=Path, help="Only write docs/benchmarks.md from this results JSON.")
     args = parser.parse_args()
+    if args.render:
+        replace_doc_section(DOC, START, END, render(json.loads(args.render.read_text())))
+        return
     if args.recompute:
         recompute(args)
         return
