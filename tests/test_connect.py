@@ -195,6 +195,52 @@ def test_pipeline_over_connect_logs_to_the_mlflow_server(
     )
 
 
+def test_stream_over_connect_scores_like_batch(
+    connect: ConnectServerInfo, mlflow_server: str, workspace: Path, spark: SparkSession
+) -> None:
+    """`stream --available-now` through Connect: the score function runs pickled in the server's Python worker,
+    loads the champion from the MLflow server there, and writes what batch `score` wrote for the same file. The
+    landing folder is the package's data folder: two TLC samples and three files that are not trip files."""
+    remote = Path(str(connect.url_file)).read_text().strip()
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    champion = str(client.get_model_version_by_alias("taxi-duration", "champion").version)
+    landing = SAMPLE.parent
+    summary = ok(
+        cli(
+            workspace,
+            "stream",
+            "--landing",
+            str(landing),
+            "--available-now",
+            "--json",
+            remote=remote,
+            tracking_uri=mlflow_server,
+        )
+    )
+    other = landing / "yellow_tripdata_sample_2020-07.csv"
+    assert (summary["batches"], summary["model_versions"], summary["stopped_by"]) == (1, [champion], "available_now")
+    assert summary["skipped_files"] == 3  # SOURCES.md, taxi_zone_lookup.csv, taxi_zone_centroids.csv
+    record = json.loads((workspace / "stream" / "commits" / "0.json").read_text())
+    assert record["files"] == 2 and record["trips"] == summary["trips"]
+
+    streamed = spark.read.parquet(str(workspace / "stream" / "predictions")).toPandas()
+    assert sorted(streamed["source_file"].unique()) == sorted([str(SAMPLE), str(other)])
+    assert len(streamed) == summary["trips"] and streamed["trip_id"].is_unique
+    batch = spark.read.parquet(str(workspace / "lakehouse" / "predictions")).toPandas()
+    joined = streamed[streamed["source_file"] == str(SAMPLE)].merge(batch, on="trip_id", suffixes=("", "_batch"))
+    assert len(joined) == 6352 == int((streamed["source_file"] == str(SAMPLE)).sum())
+    np.testing.assert_allclose(
+        joined["predicted_duration_minutes"], joined["predicted_duration_minutes_batch"], rtol=0, atol=1e-6
+    )
+    assert set(joined["model_version"]) == {champion}
+    quarantined = spark.read.parquet(str(workspace / "stream" / "quarantine")).toPandas()
+    assert len(quarantined) == summary["quarantined"] == record["quarantined"]
+    assert int((quarantined["source_file"] == str(SAMPLE)).sum()) == 148  # as batch ingest found
+    windows = spark.read.parquet(str(workspace / "stream" / "borough_windows")).toPandas()
+    latest = windows.sort_values("batch_id").groupby(["window_start", "pickup_borough"]).tail(1)
+    assert int(latest["trips"].sum()) == len(streamed)
+
+
 def test_api_serves_the_champion_from_the_mlflow_server(mlflow_server: str, workspace: Path) -> None:
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     champion = str(client.get_model_version_by_alias("taxi-duration", "champion").version)

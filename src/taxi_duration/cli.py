@@ -664,19 +664,11 @@ def stream(
 ) -> None:
     """Score trip files as they land (Structured Streaming, exactly once across restarts), with live counts per
     pickup borough and 5-minute window. Ctrl-C or SIGTERM stops it cleanly; restart resumes from the checkpoint."""
-    from taxi_duration.errors import ConfigError
     from taxi_duration.stream.job import StreamOptions, StreamPaths, run_stream
     from taxi_duration.tracking import configure_mlflow
 
     console = _console(as_json)
     settings: Settings = ctx.obj.settings
-    if settings.remote:
-        # the foreachBatch scorer holds the loaded PipelineModel and MLflow state, which Connect would have to
-        # pickle and ship to the server's Python worker: not done yet
-        raise ConfigError(
-            "stream: not supported through Spark Connect yet (its foreachBatch state is not serialisable); "
-            "run it with --master local[*] or spark://HOST:7077"
-        )
     options = StreamOptions(
         trigger_seconds=_trigger_seconds(trigger),
         windows_trigger_seconds=_trigger_seconds(windows_trigger, "--windows-trigger"),

@@ -16,6 +16,7 @@ Two Structured Streaming queries share the workspace's `stream/` folder:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pyarrow.dataset as pads
 from mlflow.tracking import MlflowClient
 from pyspark.ml import PipelineModel
@@ -48,7 +50,7 @@ from taxi_duration.errors import ModelNotFoundError
 from taxi_duration.params import QualityParams
 from taxi_duration.quality.rules import REASON, to_quarantine
 from taxi_duration.registry.promotion import alias_version
-from taxi_duration.registry.spark_model import load_spark_model
+from taxi_duration.registry.spark_model import is_connect, load_spark_model
 from taxi_duration.schema import QUARANTINE_SCHEMA, TRIP_COLUMNS
 from taxi_duration.score.batch import with_predictions
 from taxi_duration.stream.sources import (
@@ -160,27 +162,44 @@ class StreamOptions:
 
 
 class ChampionTracker:
-    """The model behind `models:/<name>@<alias>`, reloaded when the alias moves (checked once per batch)."""
+    """The model behind `models:/<name>@<alias>`, reloaded when the alias moves (checked once per batch).
 
-    def __init__(self, model_name: str, alias: str, on_change: Callable[[str | None, str], None] | None = None):
+    It carries the MLflow wiring it was made under (tracking and registry URIs, DFS temp folder): through Spark
+    Connect the score function is pickled and runs in a Python worker of the server, where the tracker is
+    unpickled without its model and loads it there on the first batch."""
+
+    def __init__(self, model_name: str, alias: str) -> None:
         self.model_name = model_name
         self.alias = alias
         self.version: str | None = None
         self._model: PipelineModel | None = None
-        self._on_change = on_change
+        self._tracking_uri: str = mlflow.get_tracking_uri()
+        self._registry_uri: str = mlflow.get_registry_uri()
+        self._dfs_tmp = os.environ.get("MLFLOW_DFS_TMP")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "version": None, "_model": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        mlflow.set_tracking_uri(self._tracking_uri)
+        mlflow.set_registry_uri(self._registry_uri)
+        if self._dfs_tmp:
+            os.environ.setdefault("MLFLOW_DFS_TMP", self._dfs_tmp)
+
+    def current_version(self) -> str | None:
+        return alias_version(MlflowClient(), self.model_name, self.alias)
 
     def current(self, spark: SparkSession) -> tuple[PipelineModel, str]:
-        version = alias_version(MlflowClient(), self.model_name, self.alias)
+        version = self.current_version()
         if version is None and self._model is None:
             raise ModelNotFoundError(
                 f"models:/{self.model_name}@{self.alias}: no such registered model or alias; "
                 "run `taxi-duration train` first"
             )
         if version is not None and version != self.version:
-            model = load_spark_model(f"models:/{self.model_name}/{version}", spark)
-            previous, self._model, self.version = self.version, model, version
-            if self._on_change is not None:
-                self._on_change(previous, version)
+            self._model = load_spark_model(f"models:/{self.model_name}/{version}", spark)
+            self.version = version
         assert self._model is not None and self.version is not None
         return self._model, self.version
 
@@ -218,46 +237,48 @@ class BatchRecord:
     by_reason: dict[str, int]
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # where the batch's time went, by phase
+    recovered: bool = False  # rebuilt from output committed just before a crash (not scored by this run)
 
 
 class ScoreBatch:
-    """The `foreachBatch` function of the score query: classify, score, commit once per batch id."""
+    """The `foreachBatch` function of the score query: classify, score, commit once per batch id.
 
-    def __init__(
-        self,
-        paths: StreamPaths,
-        quality: QualityParams,
-        tracker: ChampionTracker,
-        say: Callable[[str], None] = print,
-    ) -> None:
+    Everything it reports goes into `commits/N.json` (and `skipped_files.jsonl`), which the driver program reads
+    (`CommitLog`): through Spark Connect this object runs pickled in a Python worker of the server, whose output
+    and memory the client never sees."""
+
+    def __init__(self, paths: StreamPaths, quality: QualityParams, tracker: ChampionTracker) -> None:
         self.paths = paths
         self.quality = quality
         self.tracker = tracker
-        self.say = say
-        self.records: list[BatchRecord] = []
-        self.classifier = BatchClassifier(quality)
+        self._classifier: BatchClassifier | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_classifier": None}  # its prebuilt columns belong to one session
+
+    @property
+    def classifier(self) -> BatchClassifier:
+        if self._classifier is None:
+            self._classifier = BatchClassifier(self.quality)
+        return self._classifier
 
     def __call__(self, lines: DataFrame, batch_id: int) -> None:
+        spark = lines.sparkSession
+        if is_connect(spark):
+            # the worker is a Spark Connect client too: the same ML-finalizer deadlock as in `remote_session`
+            gc.disable()
         final = self.paths.predictions / f"{BATCH_ID}={batch_id}"
         if final.exists():
             # committed before the process stopped, but the checkpoint had not recorded it yet
-            self.say(f"batch {batch_id}: already committed, not written again")
             if not (self.paths.commits / f"{batch_id}.json").exists():
                 self._recover_record(batch_id, final)
             return
         started = time.time()
-        spark = lines.sparkSession
         lines = lines.persist()
         try:
-            record = self._score(spark, lines, batch_id, started)
+            self._score(spark, lines, batch_id, started)
         finally:
             lines.unpersist()
-        self.records.append(record)
-        self.say(
-            f"batch {batch_id}: {record.files} file(s), {record.trips:,} trips scored by v{record.model_version}, "
-            f"{record.quarantined:,} quarantined, {len(record.skipped_files)} file(s) skipped "
-            f"({record.committed_at - started:.1f} s)"
-        )
 
     def _recover_record(self, batch_id: int, final: Path) -> None:
         """The commit record of a batch whose output was renamed into place just before a crash, rebuilt from
@@ -278,10 +299,11 @@ class ScoreBatch:
             trips=trips,
             quarantined=sum(by_reason.values()),
             by_reason=by_reason,
+            recovered=True,
         )
         _write_json_atomically(self.paths.commits / f"{batch_id}.json", asdict(record))
 
-    def _score(self, spark: SparkSession, lines: DataFrame, batch_id: int, started: float) -> BatchRecord:
+    def _score(self, spark: SparkSession, lines: DataFrame, batch_id: int, started: float) -> None:
         seconds: dict[str, float] = {}
         mark = time.time()
 
@@ -295,7 +317,6 @@ class ScoreBatch:
         files, skipped = plan_files(spark, landed, json_keys)
         phase("read_and_plan")
         for entry in skipped:
-            self.say(f"skipped: {entry.reason}")
             _append_json_line(self.paths.skipped_files, {"batch_id": batch_id, **asdict(entry)})
         model, version = self.tracker.current(spark)
         phase("champion_check")
@@ -348,7 +369,6 @@ class ScoreBatch:
             seconds=seconds,
         )
         _write_json_atomically(self.paths.commits / f"{batch_id}.json", asdict(record))
-        return record
 
 
 def _written_counts(predictions: Path, quarantine: Path) -> tuple[int, dict[str, int]]:
@@ -426,9 +446,10 @@ def read_stream_predictions(spark: SparkSession, path: Path | str) -> DataFrame:
 class ProgressLog:
     """Prints each query's progress once per batch and appends it to `progress.jsonl`."""
 
-    def __init__(self, path: Path, say: Callable[[str], None]) -> None:
+    def __init__(self, path: Path, say: Callable[[str], None], commits: CommitLog) -> None:
         self.path = path
         self.say = say
+        self.commits = commits
         self._seen: dict[str, int] = {}
 
     def poll(self, queries: dict[str, StreamingQuery]) -> None:
@@ -464,6 +485,41 @@ class ProgressLog:
             "watermark": event_time.get("watermark"),
             "state_rows": state,
         }
+
+
+class CommitLog:
+    """Reads the score query's commit records as they appear (`commits/N.json`, written by `ScoreBatch` wherever
+    it runs) and prints one line per batch, its skipped files and model changes."""
+
+    def __init__(self, commits: Path, say: Callable[[str], None], model_uri: str) -> None:
+        self.commits = commits
+        self.say = say
+        self.model_uri = model_uri
+        self.records: list[BatchRecord] = []
+        self._known = {path.name for path in commits.glob("*.json")}  # batches of earlier runs
+        self._version: str | None = None
+
+    def poll(self) -> None:
+        for path in sorted(self.commits.glob("*.json"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1):
+            if path.name in self._known or not path.stem.isdigit():
+                continue
+            self._known.add(path.name)
+            record = BatchRecord(**json.loads(path.read_text(encoding="utf-8")))
+            self.records.append(record)
+            if record.recovered:
+                self.say(f"batch {record.batch_id}: committed before the last stop, not written again")
+                continue
+            if record.model_version != self._version:
+                was = f" (was v{self._version})" if self._version else ""
+                self.say(f"model: {self.model_uri} -> v{record.model_version}{was}")
+                self._version = record.model_version
+            for entry in record.skipped_files:
+                self.say(f"skipped: {entry['reason']}")
+            self.say(
+                f"batch {record.batch_id}: {record.files} file(s), {record.trips:,} trips scored by "
+                f"v{record.model_version}, {record.quarantined:,} quarantined, {len(record.skipped_files)} file(s) "
+                f"skipped ({record.committed_at - record.started_at:.1f} s)"
+            )
 
 
 @dataclass
@@ -512,6 +568,7 @@ def _wait(queries: dict[str, StreamingQuery], progress: ProgressLog, stop: _Stop
     """Poll until every query ended, the deadline passed or a stop signal came; re-raise a query's failure."""
     while True:
         progress.poll(queries)
+        progress.commits.poll()
         for query in queries.values():
             failure = query.exception()
             if failure is not None:
@@ -520,6 +577,7 @@ def _wait(queries: dict[str, StreamingQuery], progress: ProgressLog, stop: _Stop
                 raise failure
         if not any(query.isActive for query in queries.values()):
             progress.poll(queries)  # the last batch may have finished after the poll above
+            progress.commits.poll()
             return "available_now"
         if stop.event.is_set():
             return stop.reason
@@ -538,15 +596,14 @@ def run_stream(
 ) -> StreamSummary:
     """Run both queries until stopped (or, with `available_now`, until what has landed is processed)."""
     paths.make()
-    tracker = ChampionTracker(
-        model_name,
-        options.alias,
-        on_change=lambda old, new: say(
-            f"model: models:/{model_name}@{options.alias} -> v{new}" + (f" (was v{old})" if old else "")
-        ),
-    )
-    tracker.current(spark)  # fail before starting if there is no champion; load it once up front
-    scorer = ScoreBatch(paths, quality, tracker, say)
+    tracker = ChampionTracker(model_name, options.alias)
+    # fail before starting if there is no champion; in-process (classic) the score function keeps this model
+    if is_connect(spark):
+        if tracker.current_version() is None:
+            tracker.current(spark)  # raises the one-line ModelNotFoundError
+    else:
+        tracker.current(spark)
+    scorer = ScoreBatch(paths, quality, tracker)
     score_writer = (
         landing_stream(spark, str(paths.landing), options.max_files_per_trigger)
         .writeStream.queryName(SCORE_QUERY)
@@ -562,7 +619,8 @@ def run_stream(
         .foreachBatch(WindowsBatch(paths))
         .option("checkpointLocation", str(paths.checkpoint(WINDOWS_QUERY)))
     )
-    progress = ProgressLog(paths.progress, say)
+    commits = CommitLog(paths.commits, say, f"models:/{model_name}@{options.alias}")
+    progress = ProgressLog(paths.progress, say, commits)
     stop = _StopFlag()
     previous_handlers = stop.install()
     try:
@@ -572,7 +630,8 @@ def run_stream(
         for query in spark.streams.active:
             if query.name in (SCORE_QUERY, WINDOWS_QUERY):
                 query.stop()
-    records = scorer.records
+    commits.poll()
+    records = [r for r in commits.records if not r.recovered]
 
     return StreamSummary(
         batches=len(records),
