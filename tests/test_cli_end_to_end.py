@@ -7,11 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow.artifacts import download_artifacts
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
 from taxi_duration import cli
+from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +53,11 @@ def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: Spa
     champion = str(client.get_model_version_by_alias("taxi-duration", "champion").version)
     challenger = str(client.get_model_version_by_alias("taxi-duration", "challenger").version)
     assert (champion, challenger) == ("2" if decision["promote"] else "1", "2")
+    # the Spark model carries a signature (Unity Catalog registers nothing without one)
+    logged = Model.load(download_artifacts(f"runs:/{gbt['run_id']}/model/MLmodel", tracking_uri=client.tracking_uri))
+    assert logged.signature is not None
+    assert logged.signature.inputs.input_names() == list(FEATURE_INPUT_COLUMNS)
+    assert logged.signature.outputs.input_names() == ["prediction"]
     artifacts = {a.path for a in client.list_artifacts(gbt["run_id"], "plots")}
     assert {
         "plots/feature_importance.png",

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.artifacts import download_artifacts
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
@@ -30,6 +31,7 @@ from taxi_duration.cluster.connect import (
 from taxi_duration.cluster.standalone import free_port, pid_alive
 from taxi_duration.lakehouse import read_trips
 from taxi_duration.params import load_params
+from taxi_duration.registry.spark_model import spark_model_signature
 from taxi_duration.serve.predictor import ExportedModel
 from taxi_duration.train.job import training_frame
 from taxi_duration.train.pipeline import build_pipeline
@@ -157,6 +159,8 @@ def test_pipeline_over_connect_logs_to_the_mlflow_server(
     # the Connect-logged model is an ordinary MLflow Spark model; classic Spark loads it
     local = Path(download_artifacts(f"runs:/{linear['run_id']}/model", tracking_uri=mlflow_server))
     assert "spark:" in (local / "MLmodel").read_text()
+    signature = Model.load(str(local / "MLmodel")).signature
+    assert signature is not None and signature == spark_model_signature()
     connect_model = PipelineModel.load(str(local / "sparkml"))
 
     # the same code in classic mode fits the same model on the same trips

@@ -97,6 +97,15 @@ def test_sql_transformer_statement_gives_the_same_features(trips: DataFrame) -> 
     assertDataFrameEqual(via_pipeline, via_step)
 
 
+@pytest.mark.parametrize("id_type", ["bigint", "double"])
+def test_zone_ids_of_other_numeric_types_give_the_same_features(trips: DataFrame, id_type: str) -> None:
+    cast = trips.withColumns({c: trips[c].cast(id_type) for c in ("pickup_location_id", "dropoff_location_id")})
+    features = ["id", *FEATURE_COLUMNS]
+    assertDataFrameEqual(
+        cast.transform(with_features).select(*features), trips.transform(with_features).select(*features)
+    )
+
+
 def test_holiday_calendar_has_observed_federal_holidays() -> None:
     days = set(us_holidays())
     assert datetime(2024, 7, 4).date() in days

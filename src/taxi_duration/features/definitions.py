@@ -125,8 +125,9 @@ def _literals() -> dict[str, str]:
 
 
 def _lookup(table: str, zone: str) -> str:
-    """SQL: the value a zone map holds for a zone id (NULL for an unknown id or a NULL zone)."""
-    return f"element_at({table}, CAST({zone} AS STRING))"
+    """SQL: the value a zone map holds for a zone id (NULL for an unknown id or a NULL zone). The id goes through
+    INT so that a frame with ids as BIGINT or DOUBLE (161.0) still finds key "161"."""
+    return f"element_at({table}, CAST(CAST({zone} AS INT) AS STRING))"
 
 
 def _grid_zone(lat: str, lon: str) -> str:

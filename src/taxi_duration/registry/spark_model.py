@@ -20,11 +20,15 @@ import mlflow
 import mlflow.pyfunc
 import mlflow.spark
 import yaml
-from mlflow.models import Model
+from mlflow.models import Model, ModelSignature
+from mlflow.types.schema import ColSpec, Schema
 from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 
 from taxi_duration.errors import TaxiDurationError
+from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS
+from taxi_duration.schema import TRIP_SCHEMA
+from taxi_duration.train.pipeline import PREDICTION
 
 SPARKML = "sparkml"  # the sub-folder mlflow.spark uses for the saved PipelineModel
 
@@ -41,6 +45,15 @@ def pip_requirements() -> list[str]:
     return [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
 
 
+def spark_model_signature() -> ModelSignature:
+    """What the logged PipelineModel reads (the canonical columns its feature SQL uses) and returns (`prediction`,
+    ln of the duration in seconds). Unity Catalog refuses to register a model without one."""
+    types = {field.name: field.dataType.typeName() for field in TRIP_SCHEMA.fields}
+    mlflow_type = {"timestamp": "datetime", "integer": "integer", "double": "double"}
+    inputs = Schema([ColSpec(mlflow_type[types[name]], name, required=False) for name in FEATURE_INPUT_COLUMNS])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", PREDICTION)]))
+
+
 def _transfer_dir() -> Path:
     """A folder both this client and the Spark driver see: MLFLOW_DFS_TMP (set by configure_mlflow)."""
     root = Path(os.environ.get("MLFLOW_DFS_TMP") or tempfile.gettempdir()).resolve()
@@ -53,7 +66,7 @@ def _write_mlmodel(folder: Path) -> None:
     """The MLmodel, requirements and environment files mlflow.spark writes, from MLflow's public API."""
     import pyspark
 
-    model = Model()
+    model = Model(signature=spark_model_signature())
     mlflow.pyfunc.add_to_model(model, loader_module="mlflow.spark", data=SPARKML, python_env="python_env.yaml")
     model.add_flavor("spark", pyspark_version=pyspark.__version__, model_data=SPARKML, code=None)
     model.save(str(folder / "MLmodel"))
@@ -67,7 +80,9 @@ def _write_mlmodel(folder: Path) -> None:
 def log_spark_model(model: PipelineModel, spark: SparkSession, artifact_path: str = "model") -> str:
     """Log `model` to the active MLflow run; return its model URI."""
     if not is_connect(spark):
-        info = mlflow.spark.log_model(model, artifact_path, pip_requirements=pip_requirements())
+        info = mlflow.spark.log_model(
+            model, artifact_path, pip_requirements=pip_requirements(), signature=spark_model_signature()
+        )
         return str(info.model_uri)
     run = mlflow.active_run()
     if run is None:
