@@ -329,3 +329,43 @@ def test_stream_without_a_champion_is_one_line_and_non_zero(
         cli.main()
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --trigger: expected an interval like 2s, found 'soon'"
+    for args, message in [
+        (["--clean-source", "move"], "error: --clean-source: expected one of off, archive, delete, found 'move'"),
+        (
+            ["--archive-dir", str(tmp_path / "a")],
+            "error: --archive-dir: only used with --clean-source archive, found --clean-source off",
+        ),
+        (
+            ["--clean-source", "archive", "--archive-dir", str(tmp_path / "stream" / "landing" / "old")],
+            f"error: --archive-dir {tmp_path.resolve()}/stream/landing/old: archived files keep their full path "
+            f"under it ({tmp_path.resolve()}/stream/landing/old{tmp_path.resolve()}/stream/landing/...), which is "
+            f"inside the landing folder {tmp_path.resolve()}/stream/landing; choose a folder outside it",
+        ),
+    ]:
+        monkeypatch.setattr(sys, "argv", ["taxi-duration", "--workspace", str(tmp_path), "stream", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip() == message
+
+
+def test_clean_source_archives_a_batchs_files_once_the_next_batch_starts(
+    spark: SparkSession, champion: Path, tmp_path: Path
+) -> None:
+    paths = own_paths(tmp_path)
+    paths.landing.mkdir(parents=True)
+    options = StreamOptions(available_now=True, clean_source="archive")
+    (paths.landing / "a.csv").write_text(HEADER + "\n" + trip("10:00:00", 161) + "\n", encoding="utf-8")
+    first = run_stream(spark, paths, options, QualityParams(), MODEL, say=lambda _: None)
+    assert (first.batches, first.trips) == (1, 1)
+    assert sorted(p.name for p in paths.landing.iterdir()) == ["a.csv"]  # kept until the next batch starts
+
+    (paths.landing / "b.csv").write_text(HEADER + "\n" + trip("10:05:00", 161) + "\n", encoding="utf-8")
+    second = run_stream(spark, paths, options, QualityParams(), MODEL, say=lambda _: None)
+    assert (second.batches, second.trips) == (1, 1)
+    assert sorted(p.name for p in paths.landing.iterdir()) == ["b.csv"]
+    archived = list(paths.archive.rglob("*.csv"))
+    assert [p.relative_to(paths.archive) for p in archived] == [(paths.landing / "a.csv").relative_to("/")]
+    # archiving moved the file, it did not re-read it: each trip once
+    predictions = read_stream_predictions(spark, paths.predictions)
+    assert predictions.count() == predictions.select("trip_id").distinct().count() == 2

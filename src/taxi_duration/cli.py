@@ -639,6 +639,17 @@ def _trigger_seconds(text: str, option: str = "--trigger") -> float:
     return seconds
 
 
+def _clean_source(mode: str, archive_dir: Path | None) -> str:
+    from taxi_duration.errors import ConfigError
+    from taxi_duration.stream.sources import CLEAN_SOURCE
+
+    if mode not in CLEAN_SOURCE:
+        raise ConfigError(f"--clean-source: expected one of {', '.join(CLEAN_SOURCE)}, found '{mode}'")
+    if archive_dir is not None and mode != "archive":
+        raise ConfigError(f"--archive-dir: only used with --clean-source archive, found --clean-source {mode}")
+    return mode
+
+
 @app.command()
 def stream(
     ctx: typer.Context,
@@ -653,6 +664,16 @@ def stream(
         bool, typer.Option("--available-now", help="Process what has landed, then stop (Databricks serverless).")
     ] = False,
     max_files_per_trigger: Annotated[int | None, typer.Option(min=1, help="Most files per micro-batch.")] = None,
+    clean_source: Annotated[
+        str,
+        typer.Option(
+            help="Landed files once processed: off, archive (moved to --archive-dir) or delete. Spark does it when "
+            "the next batch starts."
+        ),
+    ] = "off",
+    archive_dir: Annotated[
+        Path | None, typer.Option(help="Where --clean-source archive moves files (default WORKSPACE/stream/archive).")
+    ] = None,
     watermark: Annotated[str, typer.Option(help="How late a trip may be and still be counted in its window.")] = (
         "10 minutes"
     ),
@@ -674,6 +695,8 @@ def stream(
         windows_trigger_seconds=_trigger_seconds(windows_trigger, "--windows-trigger"),
         available_now=available_now,
         max_files_per_trigger=max_files_per_trigger,
+        clean_source=_clean_source(clean_source, archive_dir),
+        archive_dir=archive_dir.resolve() if archive_dir else None,
         watermark=watermark,
         timeout_seconds=timeout,
         alias=alias,

@@ -46,7 +46,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from taxi_duration.errors import ModelNotFoundError
+from taxi_duration.errors import ConfigError, ModelNotFoundError
 from taxi_duration.params import QualityParams
 from taxi_duration.quality.rules import REASON, to_quarantine
 from taxi_duration.registry.promotion import alias_version
@@ -132,6 +132,10 @@ class StreamPaths:
         return self.root / "staging"
 
     @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    @property
     def progress(self) -> Path:
         return self.root / "progress.jsonl"
 
@@ -159,6 +163,11 @@ class StreamOptions:
     window: str = "5 minutes"
     timeout_seconds: float | None = None  # stop (gracefully) after this long; None: until stopped
     alias: str = "champion"
+    # Landed files after processing: "off" (left in place), "archive" (moved under `archive_dir`, keeping their
+    # full path) or "delete". Spark does it for a batch's files when the next batch starts, never before its
+    # commit, so a batch replayed after a crash still finds its files.
+    clean_source: str = "off"
+    archive_dir: Path | None = None
 
 
 class ChampionTracker:
@@ -586,6 +595,17 @@ def _wait(queries: dict[str, StreamingQuery], progress: ProgressLog, stop: _Stop
         stop.event.wait(0.5)
 
 
+def _check_archive_dir(landing: Path, archive: Path) -> None:
+    """Spark keeps an archived file's full path under the archive folder; it refuses (with a stack trace, once
+    the query runs) a folder where that path would fall in the landing folder again."""
+    archived = archive.resolve() / landing.relative_to(landing.anchor)
+    if archived.parts[: len(landing.parts)] == landing.parts:
+        raise ConfigError(
+            f"--archive-dir {archive}: archived files keep their full path under it ({archived}/...), which is "
+            f"inside the landing folder {landing}; choose a folder outside it"
+        )
+
+
 def run_stream(
     spark: SparkSession,
     paths: StreamPaths,
@@ -595,6 +615,8 @@ def run_stream(
     say: Callable[[str], None] = print,
 ) -> StreamSummary:
     """Run both queries until stopped (or, with `available_now`, until what has landed is processed)."""
+    if options.clean_source == "archive":
+        _check_archive_dir(paths.landing, options.archive_dir or paths.archive)
     paths.make()
     tracker = ChampionTracker(model_name, options.alias)
     # fail before starting if there is no champion; in-process (classic) the score function keeps this model
@@ -605,7 +627,13 @@ def run_stream(
         tracker.current(spark)
     scorer = ScoreBatch(paths, quality, tracker)
     score_writer = (
-        landing_stream(spark, str(paths.landing), options.max_files_per_trigger)
+        landing_stream(
+            spark,
+            str(paths.landing),
+            options.max_files_per_trigger,
+            options.clean_source,
+            str(options.archive_dir or paths.archive),
+        )
         .writeStream.queryName(SCORE_QUERY)
         .foreachBatch(scorer)
         .option("checkpointLocation", str(paths.checkpoint(SCORE_QUERY)))

@@ -38,12 +38,31 @@ _CSV_SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz")
 _PARSE_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
 
 
-def landing_stream(spark: SparkSession, landing: str, max_files_per_trigger: int | None = None) -> DataFrame:
+CLEAN_SOURCE = ("off", "archive", "delete")
+
+
+def landing_stream(
+    spark: SparkSession,
+    landing: str,
+    max_files_per_trigger: int | None = None,
+    clean_source: str = "off",
+    archive_dir: str | None = None,
+) -> DataFrame:
     """New files in the landing folder as lines, each with its file and landing time. Files whose names start
-    with `.` or `_` (e.g. a replay's temporary files) are not picked up until renamed."""
+    with `.` or `_` (e.g. a replay's temporary files) are not picked up until renamed. With `clean_source`
+    "archive" or "delete", Spark moves or deletes a batch's files once the next batch starts: the folder a
+    long-running stream lists every trigger stays small."""
+    if clean_source not in CLEAN_SOURCE:
+        raise TaxiDurationError(f"clean source: expected one of {', '.join(CLEAN_SOURCE)}, found '{clean_source}'")
     reader = spark.readStream.format("text")
     if max_files_per_trigger:
         reader = reader.option("maxFilesPerTrigger", max_files_per_trigger)
+    if clean_source != "off":
+        reader = reader.option("cleanSource", clean_source)
+        if clean_source == "archive":
+            if not archive_dir:
+                raise TaxiDurationError("clean source 'archive' needs an archive folder")
+            reader = reader.option("sourceArchiveDir", archive_dir)
     return reader.load(landing).select(
         F.col(LINE),
         F.col("_metadata.file_path").alias(FILE_URI),
