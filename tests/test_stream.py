@@ -352,6 +352,7 @@ def test_stream_without_a_champion_is_one_line_and_non_zero(
 def test_clean_source_archives_a_batchs_files_once_the_next_batch_starts(
     spark: SparkSession, champion: Path, tmp_path: Path
 ) -> None:
+    configure_mlflow(Settings(workspace=champion))  # a CLI test before may have pointed MLflow elsewhere
     paths = own_paths(tmp_path)
     paths.landing.mkdir(parents=True)
     options = StreamOptions(available_now=True, clean_source="archive")
