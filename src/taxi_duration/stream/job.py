@@ -453,7 +453,8 @@ def read_stream_predictions(spark: SparkSession, path: Path | str) -> DataFrame:
 
 
 class ProgressLog:
-    """Prints each query's progress once per batch and appends it to `progress.jsonl`."""
+    """Prints each query's progress once per batch and appends it to `progress.jsonl`; then prints what the
+    score query's new commit records say (`CommitLog`)."""
 
     def __init__(self, path: Path, say: Callable[[str], None], commits: CommitLog) -> None:
         self.path = path
@@ -478,6 +479,7 @@ class ProgressLog:
                     f"{record['batch_duration_ms']:,} ms"
                     + (f", watermark {record['watermark']}" if record["watermark"] else "")
                 )
+        self.commits.poll()
 
     @staticmethod
     def _record(name: str, progress: Any) -> dict[str, Any]:
@@ -577,7 +579,6 @@ def _wait(queries: dict[str, StreamingQuery], progress: ProgressLog, stop: _Stop
     """Poll until every query ended, the deadline passed or a stop signal came; re-raise a query's failure."""
     while True:
         progress.poll(queries)
-        progress.commits.poll()
         for query in queries.values():
             failure = query.exception()
             if failure is not None:
@@ -586,7 +587,6 @@ def _wait(queries: dict[str, StreamingQuery], progress: ProgressLog, stop: _Stop
                 raise failure
         if not any(query.isActive for query in queries.values()):
             progress.poll(queries)  # the last batch may have finished after the poll above
-            progress.commits.poll()
             return "available_now"
         if stop.event.is_set():
             return stop.reason

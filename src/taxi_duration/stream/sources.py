@@ -247,11 +247,6 @@ class BatchClassifier:
         return self._canonical[key]
 
 
-def classified_lines(lines: DataFrame, files: list[LandedFile], quality: QualityParams) -> DataFrame | None:
-    """One micro-batch classified (see `BatchClassifier`, which a stream keeps to reuse across batches)."""
-    return BatchClassifier(quality)(lines, files)
-
-
 def landing_times(files: dict[str, int]) -> dict[str, int]:
     """File uri -> landing time (epoch microseconds), keyed by the local path the trips record in `source_file`."""
     return {local_path(uri): landed for uri, landed in files.items()}
