@@ -33,7 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from taxi_duration import __version__
 from taxi_duration.params import QualityParams
-from taxi_duration.schema import SERVICES
+from taxi_duration.columns import SERVICES
 from taxi_duration.serve.online_features import NEW_YORK
 from taxi_duration.serve.predictor import ExportedModel
 from taxi_duration.zones import MAX_ZONE_ID
