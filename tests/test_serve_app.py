@@ -103,6 +103,7 @@ def test_predict_equals_the_exported_model(client: TestClient, model: ExportedMo
         "duration_minutes": model.predict_minutes(_canonical(ride)),
         "model_name": "taxi-duration",
         "model_version": "7",
+        "distance_source": "estimated" if ride.get("trip_distance") is None else "recorded",
     }
 
 
