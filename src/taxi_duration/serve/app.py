@@ -40,7 +40,7 @@ from pydantic_core import PydanticCustomError
 from taxi_duration import __version__
 from taxi_duration.columns import SERVICES
 from taxi_duration.params import QualityParams
-from taxi_duration.serve.limits import BodyDeadline
+from taxi_duration.serve.limits import BodyLimits
 from taxi_duration.serve.online_features import NEW_YORK
 from taxi_duration.serve.predictor import ExportedModel
 from taxi_duration.serve.request_log import RequestLog
@@ -329,6 +329,7 @@ class ErrorBody(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body cannot be read as JSON text (e.g. it is not UTF-8)"},
     422: {"model": ValidationErrorBody, "description": "Invalid request: each error names its field"},
     408: {"model": ErrorBody, "description": "The body did not arrive in time"},
     413: {"model": ErrorBody, "description": "The body is larger than the server's limit"},
@@ -389,7 +390,10 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return JSONResponse(status_code=exc.status_code, content={"detail": str(exc.detail)}, headers=exc.headers)
+    detail = str(exc.detail)
+    if exc.status_code == 400:  # FastAPI could not decode the body (e.g. bytes that are not UTF-8)
+        detail = f"body: cannot be read as JSON text ({detail[0].lower() + detail[1:]})"
+    return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -665,19 +669,11 @@ def create_app(
         title="Taxi trip duration",
         version=__version__,
         description="Predicted NYC taxi trip durations from the exported champion model (no Spark at serving time).",
-        max_body_size=max_body_bytes,
     )
-
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)
-        detail = str(exc.detail)
-        if exc.status_code == 413:
-            detail = f"body: larger than the {max_body_bytes:,}-byte limit of this server"
-        return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(HTTPException, _http_error)
     app.state.metrics = metrics
     app.state.serving = state
 
@@ -700,6 +696,8 @@ def create_app(
                 with state.counts:
                     state.shadow_rides += 1
                     state.shadow_abs_diff += difference
+                metrics.shadow_rides.inc()
+                metrics.shadow_abs_diff.inc(difference)
             else:
                 shadow_minutes = None
         if request_log is not None:
@@ -862,5 +860,5 @@ def create_app(
         )
 
     app.add_middleware(_MetricsMiddleware, metrics=metrics, state=state)
-    app.add_middleware(BodyDeadline, seconds=body_seconds)
+    app.add_middleware(BodyLimits, max_bytes=max_body_bytes, seconds=body_seconds)
     return app

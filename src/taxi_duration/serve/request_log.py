@@ -136,7 +136,8 @@ class RequestLog:
             self._writer = pq.ParquetWriter(self._part, SCHEMA, compression="zstd")
             self._opened = time.monotonic()
         columns = list(zip(*rows, strict=True))
-        table = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA, strict=True)], SCHEMA)
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA, strict=True)]
+        table = pa.Table.from_arrays(arrays, schema=SCHEMA)
         self._writer.write_table(table)
         self.rows_written += len(rows)
         assert self._part is not None
