@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -74,6 +75,8 @@ def test_no_5xx_and_responses_conform(live_url: str, mode: GenerationMode) -> No
     assert {op.label for op in operations} >= {"POST /predict", "POST /predict/batch", "POST /admin/reload"}
     statuses: dict[str, set[int]] = {}
     for operation in operations:
+        if mode is GenerationMode.NEGATIVE and not list(operation.body.items) and not list(operation.iter_parameters()):
+            continue  # nothing to break: no parameters, no body
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -83,7 +86,12 @@ def test_no_5xx_and_responses_conform(live_url: str, mode: GenerationMode) -> No
             every_422_names_its_fields(response)
             statuses.setdefault(case.operation.label, set()).add(response.status_code)
 
-        run()
+        try:
+            run()
+        except Unsatisfiable:
+            # negative data for an operation whose only input is an optional free-form header (/admin/reload):
+            # schemathesis finds nothing that breaks the schema; that operation's positive run still covers it
+            assert mode is GenerationMode.NEGATIVE, operation.label
     # the generated requests reached the rules, not only the happy path
     assert 422 in statuses["POST /predict"] and 422 in statuses["POST /predict/batch"]
     if mode is GenerationMode.POSITIVE:
