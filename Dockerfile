@@ -1,6 +1,8 @@
-# The taxi-duration image: the project wheel (with pyspark, MLflow, FastAPI) on the official Python image and
-# Debian's Java 17. One image for every role in docker-compose.yml: Spark master and workers (spark-class from
-# the pyspark wheel), MLflow server, the prediction API and the pipeline commands.
+# Two images from one wheel, on the official Python image:
+#   serve     the prediction API only: the package without extras (no pyspark, no Java, no MLflow server side)
+#   pipeline  every other role in docker-compose.yml: Spark master and workers (spark-class from the pyspark
+#             wheel), the MLflow server and the pipeline commands; with Debian's Java 17 (the default target)
+#   docker build --target serve -t taxi-duration-serve:0.1.0 .
 #   docker build -t taxi-duration:0.1.0 .
 
 FROM python:3.11-slim-bookworm AS build
@@ -9,13 +11,25 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --no-deps -w /dist .
 
-FROM python:3.11-slim-bookworm
+FROM python:3.11-slim-bookworm AS serve
+COPY --from=build /dist/*.whl /tmp/
+# no extras: FastAPI, uvicorn, NumPy, pandas, pyarrow and the MLflow client (mlflow-skinny); a model from an
+# MLflow server over HTTP (TAXI_DURATION_TRACKING_URI) or a folder (--model-dir)
+RUN wheel="$(ls /tmp/taxi_duration_predictor-*.whl)" && pip install --no-cache-dir "${wheel}" && rm /tmp/*.whl
+RUN useradd --create-home --uid 10001 app
+USER app
+WORKDIR /home/app
+ENV PYTHONUNBUFFERED=1
+EXPOSE 8000
+CMD ["taxi-duration", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+FROM python:3.11-slim-bookworm AS pipeline
 # Java 17 for Spark; procps because spark-class and the Spark daemons call `ps`; tini reaps the JVMs' children
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps tini \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /dist/*.whl /tmp/
-# with the `spark` extra (pyspark 4.3.0): the image runs Spark itself
+# with the `spark` extra (pyspark 4.3.0, full MLflow, matplotlib): the image runs Spark itself
 RUN wheel="$(ls /tmp/taxi_duration_predictor-*.whl)" && pip install --no-cache-dir "${wheel}[spark]" && rm /tmp/*.whl
 # not root; the workspace (lakehouse, MLflow DFS temp, worker dirs) is a volume shared by driver and workers
 RUN useradd --create-home --uid 10001 app && mkdir -p /workspace /mlflow && chown app:app /workspace /mlflow

@@ -31,6 +31,7 @@ lint: dev  ## ruff and mypy, as in CI
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: dev
 	$(BIN)/ruff format src tests benchmarks

@@ -12,6 +12,9 @@ Usage: python benchmarks/serve.py [--workspace WS] [--seconds 10] [--batch-rows 
    compared (MLflow's Spark pyfunc returns ln(seconds): minutes = exp(x) / 60).
 4. batch: `taxi-duration predict` on a canonical Parquet file of generated trips (real zone pairs and distances
    from the sample, pickup times spread over 2024), one process, wall time and peak RSS.
+5. product: p99 at concurrency 1 of the plain server, with a shadow model and with the request log (interleaved
+   wrk rounds); 16 concurrent clients for 30 s with the log on, rows counted against answers; a 10 MB body's
+   refusal time; schemathesis (`--fuzz N` examples per route); the serving and full install sizes in fresh venvs.
 
 Without --workspace the script ingests the real sample and trains gbt (default parameters) in a temp workspace.
 Writes benchmarks/results/serve-<timestamp>.json and the "serve" section of docs/benchmarks.md.
@@ -52,6 +55,7 @@ CLI = str(BIN / "taxi-duration")
 SAMPLE = REPO / "src" / "taxi_duration" / "data" / "taxis_sample_2019-03.csv"
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- serve:start -->", "<!-- serve:end -->"
+PRODUCT_START, PRODUCT_END = "<!-- serve-product:start -->", "<!-- serve-product:end -->"
 MODEL_NAME = "taxi-duration"
 COORDINATES = ("pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude")
 
@@ -389,6 +393,144 @@ def batch(workspace: Path, rides: list[dict[str, Any]], rows: int, model: Any, f
     }
 
 
+# ---------------------------------------------------------------------------------------------- product
+
+
+def refused_10mb_ms(url: str, attempts: int = 5) -> dict[str, Any]:
+    """Time from sending a 10 MB POST /predict (headers, then the body) to the first byte of the answer."""
+    port = int(url.rsplit(":", 1)[1])
+    body = b'{"x": "' + b"a" * (10 * 2**20 - 9) + b'"}'
+    header = (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    times, statuses = [], []
+    for _ in range(attempts):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            begin = time.perf_counter()
+            sock.sendall(header)
+            sock.setblocking(False)
+            sent, answer = 0, b""
+            while not answer:
+                with contextlib.suppress(BlockingIOError, BrokenPipeError, ConnectionResetError):
+                    if sent < len(body):
+                        sent += sock.send(body[sent : sent + 65536])
+                with contextlib.suppress(BlockingIOError):
+                    answer = sock.recv(4096)
+            times.append((time.perf_counter() - begin) * 1000.0)
+            statuses.append(answer.split(b" ", 2)[1].decode())
+    return {"median_ms": round(statistics.median(times), 2), "max_ms": round(max(times), 2), "statuses": statuses}
+
+
+def fuzz(url: str, examples: int) -> dict[str, Any]:
+    """Schemathesis over the live API: `examples` generated requests per route, no 5xx, conformance checks."""
+    checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+    command = [str(BIN / "st"), "run", f"{url}/openapi.json", "--max-examples", str(examples), "--checks", checks]
+    command += ["--phases", "examples,coverage,fuzzing", "--no-color"]
+    begin = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=base_env(), check=False)
+    summary = [line for line in done.stdout.splitlines() if line.strip()][-12:]
+    return {
+        "examples_per_route": examples,
+        "exit_code": done.returncode,
+        "seconds": round(time.perf_counter() - begin, 1),
+        "summary": summary,
+    }
+
+
+def product(
+    workspace: Path, rides: list[dict[str, Any]], seconds: int, rounds: int, shadow_dir: Path, tmp: Path, fuzz_n: int
+) -> dict[str, Any]:
+    """Shadow and request log against the plain server (p99 at concurrency 1, interleaved rounds), no request
+    lost from the log under 16 concurrent clients, the 10 MB body refusal, and schemathesis."""
+    script = tmp / "product.lua"
+    script.write_text(LUA % ",\n".join(f"  [==[{json.dumps(ride)}]==]" for ride in rides), encoding="utf-8")
+    variants = {
+        "plain": [],
+        "shadow": ["--shadow-dir", str(shadow_dir)],
+        "request_log": ["--request-log", str(tmp / "request-log")],
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    out: dict[str, Any] = {"rounds": rounds, "seconds": seconds}
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for name, extra in variants.items():
+            port = free_port()
+            urls[name] = f"http://127.0.0.1:{port}"
+            command = [CLI, "--workspace", str(workspace), "serve", "--port", str(port), "--poll-seconds", "0", *extra]
+            stack.enter_context(server(command, base_env(), f"{urls[name]}/ready", tmp / f"serve-{name}.log", 120))
+            run_wrk(urls[name], script, 4, 3)  # warm-up
+        log(f"product: {rounds} interleaved rounds of wrk c1 x {seconds} s on plain, shadow, request log")
+        for _ in range(rounds):
+            for name, url in urls.items():
+                runs[name].append(run_wrk(url, script, 1, seconds))
+        out["refused_10mb"] = refused_10mb_ms(urls["plain"])
+        if fuzz_n > 0:
+            log(f"product: schemathesis, {fuzz_n} examples per route")
+            out["fuzz"] = fuzz(urls["plain"], fuzz_n)
+    for name, results in runs.items():
+        out[name] = {
+            "p99_ms_median": round(statistics.median(r["p99_ms"] for r in results), 3),
+            "p50_ms_median": round(statistics.median(r["p50_ms"] for r in results), 3),
+            "requests_per_s_median": round(statistics.median(r["requests_per_s"] for r in results)),
+            "runs": results,
+        }
+    plain = out["plain"]["p99_ms_median"]
+    out["shadow_p99_ratio"] = round(out["shadow"]["p99_ms_median"] / plain, 3)
+    out["request_log_p99_ratio"] = round(out["request_log"]["p99_ms_median"] / plain, 3)
+    # no request lost: 16 concurrent clients for 30 s, then the server stops (flushing the log) and rows are counted
+    folder = tmp / "loss-log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [CLI, "--workspace", str(workspace), "serve", "--port", str(port), "--poll-seconds", "0"]
+    with server([*command, "--request-log", str(folder)], base_env(), f"{url}/ready", tmp / "serve-loss.log", 120):
+        log("product: 16 concurrent clients for 30 s with the request log on")
+        loaded = strip_answers(aio_load(f"{url}/predict", rides, 16, seconds=30))
+    import pyarrow.parquet as pq
+
+    files = sorted(folder.glob("requests-*.parquet"))
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    out["log_16_clients"] = {
+        **loaded,
+        "answered_200": loaded["statuses"].get("200", 0),
+        "rows_logged": rows,
+        "files": len(files),
+        "leftover_part_files": len(list(folder.glob(".*"))),
+    }
+    return out
+
+
+def install_sizes(tmp: Path) -> dict[str, Any]:
+    """The wheel installed into fresh venvs (pip's cache): no extras (serving) and `[spark]` (the pipeline)."""
+    dist = tmp / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
+        check=True,
+        env=base_env(),
+    )
+    wheel = next(dist.glob("taxi_duration_predictor-*.whl"))
+    sizes: dict[str, Any] = {}
+    for name, spec in (("serving", str(wheel)), ("full", f"{wheel}[spark]")):
+        venv = tmp / f"venv-{name}"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        log(f"install size: pip install {'the wheel' if name == 'serving' else 'the wheel [spark]'} into {venv}")
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", spec], check=True)
+        site = next((venv / "lib").glob("python3*/site-packages"))
+        used = subprocess.run(["du", "-sb", str(site)], capture_output=True, text=True, check=True)
+        frozen = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"], capture_output=True, text=True
+        )
+        names = {p["name"].lower() for p in json.loads(frozen.stdout)}
+        sizes[name] = {
+            "site_packages_mb": round(int(used.stdout.split()[0]) / 2**20),
+            "packages": len(names),
+            "has_pyspark": "pyspark" in names,
+            "has_full_mlflow": "mlflow" in names,
+        }
+    sizes["ratio"] = round(sizes["serving"]["site_packages_mb"] / sizes["full"]["site_packages_mb"], 3)
+    return sizes
+
+
 # ---------------------------------------------------------------------------------------------- servers
 
 
@@ -617,11 +759,73 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
+def markdown_product(results: dict[str, Any]) -> str:
+    p, sizes = results["product"], results.get("install_sizes")
+    plain, shadow, logged = p["plain"], p["shadow"], p["request_log"]
+    loss = p["log_16_clients"]
+    lines = [
+        PRODUCT_START,
+        "## Serving as a product: shadow, request log, body limits, fuzzing, install size",
+        "",
+        f"Same run as above ({results['date']}). Three `taxi-duration serve` processes on the same champion: plain, "
+        "with a shadow model (`--shadow-dir`: the champion's exported folder, so the shadow costs what a challenger "
+        "of the same size costs: a second walk of the trees per ride) and with the request log on "
+        f"(`--request-log`); wrk at concurrency 1 for {p['seconds']} s on each in turn, {p['rounds']} rounds, "
+        "medians of the rounds' figures.",
+        "",
+        "| measurement | figure | target | met |",
+        "|---|---:|---|---|",
+        f"| p99 at concurrency 1, plain | {plain['p99_ms_median']} ms (p50 {plain['p50_ms_median']} ms, "
+        f"{plain['requests_per_s_median']:,} req/s) | ≤ 2 ms | {verdict(plain['p99_ms_median'] <= TARGET_P99_C1_MS)} |",
+        f"| p99 with the shadow model | {shadow['p99_ms_median']} ms ({p['shadow_p99_ratio']:.2f}x plain) | "
+        f"≤ 1.20x | {verdict(p['shadow_p99_ratio'] <= 1.2)} |",
+        f"| p99 with the request log | {logged['p99_ms_median']} ms ({p['request_log_p99_ratio']:.2f}x plain) | "
+        f"≤ 1.10x | {verdict(p['request_log_p99_ratio'] <= 1.1)} |",
+        f"| request log, 16 concurrent clients for {loss['elapsed_s']:.0f} s | {loss['answered_200']:,} answered, "
+        f"{loss['rows_logged']:,} rows in {loss['files']} files, {loss['leftover_part_files']} part files left | "
+        f"no request lost | {verdict(loss['answered_200'] == loss['rows_logged'] and loss['errors'] == 0)} |",
+        f"| a 10 MB body refused | median {p['refused_10mb']['median_ms']} ms, max {p['refused_10mb']['max_ms']} ms "
+        f"(statuses {', '.join(sorted(set(p['refused_10mb']['statuses'])))}) | < 100 ms | "
+        f"{verdict(p['refused_10mb']['max_ms'] < 100)} |",
+    ]
+    if "fuzz" in p:
+        f = p["fuzz"]
+        lines.append(
+            f"| schemathesis, {f['examples_per_route']:,} examples per route (no 5xx, status codes, content types, "
+            f"bodies conform) | exit {f['exit_code']} in {f['seconds']} s | 0 failures | "
+            f"{verdict(f['exit_code'] == 0)} |"
+        )
+    if sizes:
+        lines.append(
+            f"| install size (site-packages of a fresh venv) | serving {sizes['serving']['site_packages_mb']:,} MB "
+            f"({sizes['serving']['packages']} packages) vs full `[spark]` {sizes['full']['site_packages_mb']:,} MB "
+            f"({sizes['full']['packages']}): {sizes['ratio']:.2f} | ≤ 1/3 | {verdict(sizes['ratio'] <= 1 / 3)} |"
+        )
+    lines += [
+        "",
+        "| server | round p99s (ms) | round req/s |",
+        "|---|---|---|",
+    ]
+    for name in ("plain", "shadow", "request_log"):
+        runs = p[name]["runs"]
+        lines.append(
+            f"| {name.replace('_', ' ')} | {', '.join(str(r['p99_ms']) for r in runs)} | "
+            f"{', '.join(format(r['requests_per_s'], ',.0f') for r in runs)} |"
+        )
+    if "fuzz" in p:
+        lines += ["", "Schemathesis summary:", "", "```", *p["fuzz"]["summary"], "```"]
+    lines.append(PRODUCT_END)
+    return "\n".join(lines)
+
+
+def write_doc(section: str, start: str = START, end: str = END) -> None:
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section + rest.split(end, 1)[1]
+    elif start == PRODUCT_START and END in text:  # right after the serving section
+        head, rest = text.split(END, 1)
+        text = head + END + "\n\n" + section + rest
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     DOC.write_text(text, encoding="utf-8")
@@ -672,14 +876,21 @@ def main() -> None:
     parser.add_argument("--mlflow-requests", type=int, default=50, help="sequential requests to the MLflow server")
     parser.add_argument("--mlflow-seconds", type=int, default=20)
     parser.add_argument("--mlflow-concurrency", type=int, default=4)
+    parser.add_argument("--product-seconds", type=int, default=10, help="wrk c1 duration per variant and round")
+    parser.add_argument("--product-rounds", type=int, default=3, help="interleaved rounds of plain/shadow/log")
+    parser.add_argument("--fuzz", type=int, default=1000, help="schemathesis examples per route (0: skip)")
+    parser.add_argument("--no-install-sizes", action="store_true", help="skip the two fresh-venv installs")
     parser.add_argument("--keep", action="store_true", help="keep the temp workspace")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--render", type=Path, help="only rewrite the docs section from a saved results JSON")
     args = parser.parse_args()
     if args.render is not None:
-        section = markdown(json.loads(args.render.read_text(encoding="utf-8")))
+        saved = json.loads(args.render.read_text(encoding="utf-8"))
+        section = markdown(saved)
         print(section)
         write_doc(section)
+        if "product" in saved:
+            write_doc(markdown_product(saved), PRODUCT_START, PRODUCT_END)
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is required (apt-get install wrk)")
@@ -690,14 +901,15 @@ def main() -> None:
     workspace = args.workspace.resolve() if args.workspace else tmp / "workspace"
     try:
         trained = prepare_workspace(workspace) if args.workspace is None else None
-        from taxi_duration.serve.champion import alias_loader
+        from taxi_duration.serve.champion import load_registered, registered_version
         from taxi_duration.settings import Settings
         from taxi_duration.tracking import configure_mlflow
 
         configure_mlflow(Settings(workspace=workspace))
-        model = alias_loader(MODEL_NAME, "champion")[0]()
-        if model is None:
+        version = registered_version(MODEL_NAME, "champion")
+        if version is None:
             raise SystemExit(f"{workspace}: no champion model; train one first")
+        model = load_registered(MODEL_NAME, version, dst=tmp / "champion")  # kept: model_detail and the shadow read it
         kind, detail = model_detail(model)
         rides = sample_rides()
         results: dict[str, Any] = {
@@ -723,6 +935,12 @@ def main() -> None:
             args.mlflow_concurrency,
         )
         results["batch"] = batch(workspace, rides, args.batch_rows, model, tmp)
+        assert model.path is not None
+        results["product"] = product(
+            workspace, rides, args.product_seconds, args.product_rounds, model.path, tmp, args.fuzz
+        )
+        if not args.no_install_sizes:
+            results["install_sizes"] = install_sizes(tmp)
         results["load_end"] = loads()
         results["summary"] = summarize(results)
     finally:
@@ -735,8 +953,11 @@ def main() -> None:
     section = markdown(results)
     print(section)
     print(f"results: {out}")
+    product_section = markdown_product(results)
+    print(product_section)
     if not args.no_doc:
         write_doc(section)
+        write_doc(product_section, PRODUCT_START, PRODUCT_END)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,60 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def served_models(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small real models for serving tests, fitted once: GBT exported as versions 7 and 8 (the same trees) and a
+    different GBT as version 9 (a challenger that disagrees)."""
+    import random
+    from datetime import datetime, timedelta
+
+    from taxi_duration.columns import TRIP_COLUMNS
+    from taxi_duration.features.definitions import with_label
+    from taxi_duration.params import TrainParams
+    from taxi_duration.schema import TRIP_SCHEMA
+    from taxi_duration.serve.export import export_model
+    from taxi_duration.train.pipeline import build_pipeline
+
+    rng = random.Random(11)
+    rows = []
+    for i in range(120):
+        trip: dict[str, object] = dict.fromkeys(TRIP_COLUMNS)
+        pickup = datetime(2024, 1, 1, 6) + timedelta(hours=rng.randrange(24 * 300))
+        miles = round(rng.uniform(0.5, 15.0), 2)
+        trip.update(
+            trip_id=i,
+            service="yellow",
+            source_file="hand-built",
+            pickup_datetime=pickup,
+            pickup_location_id=rng.randint(1, 263),
+            dropoff_location_id=rng.randint(1, 263),
+            trip_distance=None if i % 4 == 0 else miles,
+            duration_s=float(round((120 + 170 * miles) * rng.uniform(0.8, 1.2))),
+        )
+        rows.append(tuple(trip[c] for c in TRIP_COLUMNS))
+    root = tmp_path_factory.mktemp("served-models")
+    train = spark.createDataFrame(rows, TRIP_SCHEMA).transform(with_label)
+    out: dict[str, Path] = {}
+    for name, params in (("a", {"maxIter": 4, "maxDepth": 3}), ("b", {"maxIter": 2, "maxDepth": 2})):
+        build_pipeline("gbt", TrainParams(gbt=params)).fit(train).write().save(str(root / name))
+    for version, fitted in (("7", "a"), ("8", "a"), ("9", "b")):
+        out[version] = export_model(root / fitted, root / f"v{version}", "taxi-duration", version, {"rmsle": 0.31})
+    return out
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built once per session (zip import, spark-submit --py-files, the serving install)."""
+    import subprocess
+    import sys
+
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--disable-pip-version-check", "-w", dist, REPO],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return next(dist.glob("taxi_duration_predictor-*.whl"))

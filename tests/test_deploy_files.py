@@ -8,6 +8,7 @@ built and imported from its zip, as spark-submit's --py-files does.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -82,9 +83,12 @@ def compose() -> dict[str, Any]:
 def test_compose_services_are_built_from_our_dockerfile(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {"spark-master", "spark-worker-1", "spark-worker-2", "mlflow", "api", "pipeline"}
+    version = PYPROJECT["project"]["version"]
     for name, service in services.items():
-        assert service["build"] == {"context": ".", "dockerfile": "Dockerfile"}, name
-        assert service["image"] == f"taxi-duration:{PYPROJECT['project']['version']}", name
+        target = "serve" if name == "api" else "pipeline"  # the API from the image without Spark or Java
+        assert service["build"] == {"context": ".", "dockerfile": "Dockerfile", "target": target}, name
+        image = f"taxi-duration-serve:{version}" if name == "api" else f"taxi-duration:{version}"
+        assert service["image"] == image, name
 
 
 def test_compose_publishes_only_on_loopback_and_disables_rest_submission(compose: dict[str, Any]) -> None:
@@ -146,13 +150,38 @@ def test_compose_pipeline_jobs_run_our_cli_against_the_master(compose: dict[str,
         assert "workspace:/workspace" in mounts and "./data:/data:ro" in mounts, name
 
 
+def dockerfile_stages() -> dict[str, str]:
+    """Stage name -> its text (from its FROM line to the next)."""
+    parts = re.split(r"^(?=FROM )", DOCKERFILE.read_text(), flags=re.M)[1:]
+    return {re.match(r"FROM \S+ AS (\S+)", part).group(1): part for part in parts}  # type: ignore[union-attr]
+
+
 def test_dockerfile_official_python_java17_not_root() -> None:
     text = DOCKERFILE.read_text()
-    assert re.findall(r"^FROM (\S+)", text, flags=re.M) == ["python:3.11-slim-bookworm"] * 2
-    assert "openjdk-17-jre-headless" in text
-    assert "pip wheel --no-cache-dir --no-deps -w /dist ." in text
-    assert re.search(r"^USER app$", text, flags=re.M)
-    assert "taxi_duration_predictor-*.whl" in text
+    assert re.findall(r"^FROM (\S+)", text, flags=re.M) == ["python:3.11-slim-bookworm"] * 3
+    stages = dockerfile_stages()
+    assert list(stages) == ["build", "serve", "pipeline"]  # pipeline last: the default target
+    assert "pip wheel --no-cache-dir --no-deps -w /dist ." in stages["build"]
+    pipeline = stages["pipeline"]
+    assert "openjdk-17-jre-headless" in pipeline
+    assert 'pip install --no-cache-dir "${wheel}[spark]"' in pipeline
+    assert re.search(r"^USER app$", pipeline, flags=re.M)
+    assert "taxi_duration_predictor-*.whl" in pipeline
+
+
+def test_dockerfile_serving_image_has_no_java_no_spark_and_serves_the_api() -> None:
+    serve = dockerfile_stages()["serve"]
+    assert "apt-get" not in serve and "openjdk" not in serve and "java" not in serve.lower()
+    installs = re.findall(r"pip install [^\n]*", serve)
+    assert installs == ['pip install --no-cache-dir "${wheel}" && rm /tmp/*.whl']  # no extras: no pyspark
+    assert re.search(r"^USER app$", serve, flags=re.M)
+    command = json.loads(re.search(r"^CMD (.*)$", serve, flags=re.M).group(1))  # type: ignore[union-attr]
+    assert command[0] == "taxi-duration"
+    check_cli_arguments(command[1:])
+    # the base install (what the serving image gets) has no pyspark, no full MLflow, no plotting
+    base = " ".join(PYPROJECT["project"]["dependencies"])
+    assert "pyspark" not in base and "matplotlib" not in base and '"mlflow>' not in base
+    assert any(d.startswith("mlflow-skinny") for d in PYPROJECT["project"]["dependencies"])
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed (CI installs it)")
@@ -270,15 +299,9 @@ def test_launched_by_spark_submit_follows_the_gateway_variable(monkeypatch: pyte
     assert launched_by_spark_submit() is True
 
 
-def test_the_package_runs_from_its_wheel_as_a_zip(tmp_path: Path) -> None:
+def test_the_package_runs_from_its_wheel_as_a_zip(tmp_path: Path, built_wheel: Path) -> None:
     """spark-submit --py-files puts the wheel itself on sys.path: package data must load from inside the zip."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--disable-pip-version-check", "-w", tmp_path, REPO],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (wheel,) = tmp_path.glob("taxi_duration_predictor-*.whl")
+    wheel = built_wheel
     probe = f"""
 import json, sys, tempfile
 from pathlib import Path

@@ -3,7 +3,6 @@ model, admin reload, Prometheus metrics."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -11,52 +10,18 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pyspark.sql import SparkSession
 
-from taxi_duration.features.definitions import with_label
-from taxi_duration.params import TrainParams
-from taxi_duration.schema import TRIP_COLUMNS, TRIP_SCHEMA
 from taxi_duration.serve.app import create_app, now_new_york
-from taxi_duration.serve.export import export_model
 from taxi_duration.serve.predictor import ExportedModel
-from taxi_duration.train.pipeline import build_pipeline
 
 KEY = "s3cret"
 WHEN = "2024-05-01T08:30:00"
 
 
-def _trips(count: int = 120, seed: int = 11) -> list[tuple[Any, ...]]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(count):
-        trip: dict[str, Any] = dict.fromkeys(TRIP_COLUMNS)
-        pickup = datetime(2024, 1, 1, 6) + timedelta(hours=rng.randrange(24 * 300))
-        miles = round(rng.uniform(0.5, 15.0), 2)
-        trip.update(
-            trip_id=i,
-            service="yellow",
-            source_file="hand-built",
-            pickup_datetime=pickup,
-            pickup_location_id=rng.randint(1, 263),
-            dropoff_location_id=rng.randint(1, 263),
-            trip_distance=None if i % 4 == 0 else miles,
-            duration_s=float(round((120 + 170 * miles) * rng.uniform(0.8, 1.2))),
-        )
-        rows.append(tuple(trip[c] for c in TRIP_COLUMNS))
-    return rows
-
-
 @pytest.fixture(scope="module")
-def exported(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One small GBT pipeline, fitted and saved once, exported as versions 7 and 8."""
-    root = tmp_path_factory.mktemp("serve")
-    train = spark.createDataFrame(_trips(), TRIP_SCHEMA).transform(with_label)
-    model = build_pipeline("gbt", TrainParams(gbt={"maxIter": 4, "maxDepth": 3})).fit(train)
-    model.write().save(str(root / "spark"))
-    return {
-        version: export_model(root / "spark", root / f"v{version}", "taxi-duration", version, {"rmsle": 0.31})
-        for version in ("7", "8")
-    }
+def exported(served_models: dict[str, Path]) -> dict[str, Path]:
+    """One small GBT pipeline, fitted and saved once (conftest), exported as versions 7 and 8."""
+    return {version: served_models[version] for version in ("7", "8")}
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +68,7 @@ def test_predict_equals_the_exported_model(client: TestClient, model: ExportedMo
         "duration_minutes": model.predict_minutes(_canonical(ride)),
         "model_name": "taxi-duration",
         "model_version": "7",
+        "distance_source": "estimated" if ride.get("trip_distance") is None else "recorded",
     }
 
 

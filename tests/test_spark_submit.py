@@ -40,15 +40,8 @@ METRICS = ("rmse_minutes", "mae_minutes", "rmsle", "r2")
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dist = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--disable-pip-version-check", "-w", dist, REPO],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return next(dist.glob("taxi_duration_predictor-*.whl"))
+def wheel(built_wheel: Path) -> Path:
+    return built_wheel
 
 
 @pytest.fixture(scope="module")

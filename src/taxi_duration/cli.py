@@ -334,22 +334,43 @@ def report(
         )
 
 
-def _exported_model(settings: Settings, alias: str, model_dir: Path | None) -> Any:
-    from taxi_duration.errors import ModelNotFoundError
+def _serving_client() -> None:
+    """A registry that does not answer fails in seconds, not after MLflow's minutes of retries (env overrides)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+def _model_source(settings: Settings, alias: str, model_dir: Path | None) -> tuple[Any, Any, str]:
+    """(loader, probe, what) for an exported model folder or a registry alias; nothing loaded yet."""
     from taxi_duration.serve.predictor import ExportedModel
 
     if model_dir is not None:
-        return ExportedModel.load(model_dir)
-    from taxi_duration.serve.champion import alias_loader
-    from taxi_duration.tracking import configure_mlflow
+        return (lambda: ExportedModel.load(model_dir)), None, f"--model-dir {model_dir}"
+    from taxi_duration.serve.champion import alias_loader, connect_registry
 
-    configure_mlflow(settings)
-    model = alias_loader(settings.model_name, alias)[0]()
+    _serving_client()
+    connect_registry(settings.mlflow_tracking_uri, settings.registry_uri)
+    loader, probe = alias_loader(settings.model_name, alias)
+    return loader, probe, f"models:/{settings.model_name}@{alias}"
+
+
+def _load_first(loader: Any, what: str) -> Any:
+    """Load once now, so a wrong folder, registry or alias is one line and exit 2 before anything starts."""
+    from taxi_duration.errors import ModelNotFoundError
+
+    model = loader()
     if model is None:
         raise ModelNotFoundError(
-            f"models:/{settings.model_name}@{alias}: no such registered model or alias; run `taxi-duration train` first"
+            f"{what}: no such registered model or alias; expected an alias set by `taxi-duration train` "
+            "(champion, challenger) or an exported model folder (--model-dir)"
         )
     return model
+
+
+def _exported_model(settings: Settings, alias: str, model_dir: Path | None) -> Any:
+    loader, _, what = _model_source(settings, alias, model_dir)
+    return _load_first(loader, what)
 
 
 @app.command()
@@ -361,8 +382,20 @@ def serve(
     model_dir: Annotated[
         Path | None, typer.Option(help="Serve an exported model folder instead of the registry alias.")
     ] = None,
+    shadow_alias: Annotated[
+        str | None, typer.Option(help="Also score every ride with this alias (e.g. challenger); answer with the first.")
+    ] = None,
+    shadow_dir: Annotated[Path | None, typer.Option(help="A shadow model from an exported folder instead.")] = None,
+    request_log: Annotated[
+        Path | None, typer.Option(help="Append every predicted ride to Parquet files in this folder (off: nothing).")
+    ] = None,
+    request_log_mb: Annotated[int, typer.Option(min=1, help="Disk bound of the request log; oldest files go.")] = 1024,
     poll_seconds: Annotated[float, typer.Option(min=0, help="How often to check the alias (0: never).")] = 30.0,
     max_batch: Annotated[int, typer.Option(min=1, help="Most rides per /predict/batch request.")] = 1000,
+    max_body_kb: Annotated[int, typer.Option(min=1, help="Largest request body; beyond it 413.")] = 1024,
+    body_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Time for a request body to arrive; beyond it 408.")
+    ] = 10.0,
     admin_key: Annotated[
         str | None, typer.Option(envvar="TAXI_DURATION_ADMIN_KEY", help="Key for POST /admin/reload (X-API-Key).")
     ] = None,
@@ -371,19 +404,37 @@ def serve(
     import uvicorn
 
     from taxi_duration.serve.app import create_app
+    from taxi_duration.serve.predictor import ExportedModel
+    from taxi_duration.serve.request_log import RequestLog
 
     settings: Settings = ctx.obj.settings
-    if model_dir is not None:
-        from taxi_duration.serve.predictor import ExportedModel
+    loader, probe, what = _model_source(settings, model_alias, model_dir)
+    first = [_load_first(loader, what)]
+    shadow_loader = shadow_probe = None
+    if shadow_dir is not None:
+        shadow_loader, shadow_what = (lambda: ExportedModel.load(shadow_dir)), f"--shadow-dir {shadow_dir}"
+    elif shadow_alias is not None:
+        shadow_loader, shadow_probe, shadow_what = _model_source(settings, shadow_alias, None)
+    shadow_first = [_load_first(shadow_loader, shadow_what)] if shadow_loader is not None else []
 
-        app_ = create_app(lambda: ExportedModel.load(model_dir), admin_key, max_batch)
-    else:
-        from taxi_duration.serve.champion import alias_loader
-        from taxi_duration.tracking import configure_mlflow
+    def once(initial: list[Any], load: Any) -> Any:
+        return lambda: initial.pop() if initial else load()  # the model loaded above, then the loader
 
-        configure_mlflow(settings)
-        loader, probe = alias_loader(settings.model_name, model_alias)
-        app_ = create_app(loader, admin_key, max_batch, probe=probe, poll_seconds=poll_seconds)
+    log = RequestLog(request_log, max_bytes=request_log_mb * 1024 * 1024) if request_log is not None else None
+    if log is not None:
+        log.file_bytes = min(log.file_bytes, log.max_bytes // 4)
+    app_ = create_app(
+        once(first, loader),
+        admin_key,
+        max_batch,
+        probe=probe,
+        poll_seconds=poll_seconds if probe is not None or shadow_probe is not None else 0.0,
+        shadow_loader=once(shadow_first, shadow_loader) if shadow_loader is not None else None,
+        shadow_probe=shadow_probe,
+        request_log=log,
+        max_body_bytes=max_body_kb * 1024,
+        body_seconds=body_seconds,
+    )
     uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -12,31 +12,18 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-SERVICES = ("yellow", "green", "fhv", "hvfhv", "kaggle")
+from taxi_duration.columns import SERVICES, TRIP_COLUMNS, TRIP_FIELDS
 
-# Columns of a canonical trip, in order. Timestamps are New York wall-clock (session time zone).
-TRIP_SCHEMA = StructType(
-    [
-        StructField("trip_id", LongType(), False),  # xxhash64 of source file and raw row: stable across re-ingests
-        StructField("service", StringType(), False),
-        StructField("vendor_id", IntegerType(), True),
-        StructField("pickup_datetime", TimestampType(), True),
-        StructField("dropoff_datetime", TimestampType(), True),
-        StructField("pickup_location_id", IntegerType(), True),
-        StructField("dropoff_location_id", IntegerType(), True),
-        StructField("pickup_latitude", DoubleType(), True),
-        StructField("pickup_longitude", DoubleType(), True),
-        StructField("dropoff_latitude", DoubleType(), True),
-        StructField("dropoff_longitude", DoubleType(), True),
-        StructField("passenger_count", IntegerType(), True),
-        StructField("trip_distance", DoubleType(), True),  # miles, as recorded by the meter
-        StructField("fare_amount", DoubleType(), True),
-        StructField("tip_amount", DoubleType(), True),
-        StructField("total_amount", DoubleType(), True),
-        StructField("duration_s", DoubleType(), True),  # dropoff - pickup; null where unknown (Kaggle test)
-        StructField("source_file", StringType(), False),
-    ]
-)
+_TYPES = {
+    "bigint": LongType(),
+    "int": IntegerType(),
+    "double": DoubleType(),
+    "string": StringType(),
+    "timestamp": TimestampType(),
+}
+
+# Columns of a canonical trip, in order (names and types from `columns.TRIP_FIELDS`, which serving reads).
+TRIP_SCHEMA = StructType([StructField(name, _TYPES[kind], nullable) for name, kind, nullable in TRIP_FIELDS])
 
 # Partition columns of the `trips` table (after the canonical columns).
 PARTITION_COLUMNS = ("service", "year", "month", "source")
@@ -64,4 +51,11 @@ QUARANTINE_SCHEMA = StructType(
     ]
 )
 
-TRIP_COLUMNS = [field.name for field in TRIP_SCHEMA.fields]
+__all__ = [
+    "PARTITION_COLUMNS",
+    "QUARANTINE_SCHEMA",
+    "SERVICES",
+    "TRIPS_TABLE_SCHEMA",
+    "TRIP_COLUMNS",
+    "TRIP_SCHEMA",
+]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
+from taxi_duration.errors import TaxiDurationError
 from taxi_duration.features.definitions import FEATURE_COLUMNS
 from taxi_duration.serve.online_features import FeatureTables, batch_features, trip_features
 
@@ -33,7 +34,7 @@ ARTIFACT_KEY = "exported_model"
 Node = tuple[int, float, Any, Any]
 
 
-class ExportedModelError(ValueError):
+class ExportedModelError(TaxiDurationError, ValueError):
     """An exported model folder that cannot be served (missing, not ours, a newer format, inconsistent)."""
 
 
@@ -139,7 +140,10 @@ class ExportedModel:
         try:
             document = json.loads(file.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ExportedModelError(f"{file}: cannot read the exported model ({exc.strerror})") from None
+            raise ExportedModelError(
+                f"{file}: cannot read it ({exc.strerror}); expected an exported model: a folder holding {MODEL_FILE} "
+                "(the `exported/` artifact of a `taxi-duration train` run) or that file"
+            ) from None
         except json.JSONDecodeError as exc:
             raise ExportedModelError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         if not isinstance(document, dict):
@@ -308,9 +312,9 @@ from taxi_duration.serve.predictor import ExportedModelPyfunc
 mlflow.models.set_model(ExportedModelPyfunc())
 '''
 
-# what `import taxi_duration.serve.predictor` needs; pyspark is imported (zones, feature definitions) but never
-# started: no JVM is needed to load or score
-_REQUIREMENTS = ("mlflow", "numpy", "pandas", "holidays", "pyspark")
+# what `import taxi_duration.serve.predictor` needs (the MLflow client, the scorer's arrays, the holiday calendar of
+# the features, pyarrow for `taxi_duration.serve`): no pyspark, no JVM (checked by the import contract in CI)
+_REQUIREMENTS = ("mlflow-skinny", "numpy", "pandas", "pyarrow", "holidays")
 
 
 def serving_requirements() -> list[str]:

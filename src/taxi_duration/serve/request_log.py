@@ -1,0 +1,164 @@
+"""The API's request log: rides and their predictions as append-only Parquet, written off the request path.
+
+A request only puts one tuple on a bounded in-memory queue; a writer thread takes up to `batch_rows` rows (or what
+came within `flush_seconds`) and appends them to the open file as one row group. Files are written under a hidden
+name (`.requests-*.parquet.part`: Spark, pyarrow and DuckDB skip it) and renamed to `requests-*.parquet` when they
+reach `file_bytes` or `file_seconds`, or the server stops; so a reader only ever sees whole files. When the complete
+files hold more than `max_bytes`, the oldest are deleted. Nothing is kept when the log is off (no queue, no thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+# One row per predicted ride. Column names are the canonical trip's where they mean the same thing, so a Spark or
+# DuckDB reader can score or monitor the logged rides as trips.
+SCHEMA = pa.schema(
+    [
+        ("logged_at", pa.timestamp("us", tz="UTC")),
+        ("ride_id", pa.string()),
+        ("pickup_datetime", pa.timestamp("us")),  # New York wall-clock, as in the trips table
+        ("pickup_location_id", pa.int32()),
+        ("dropoff_location_id", pa.int32()),
+        ("trip_distance", pa.float64()),
+        ("pickup_latitude", pa.float64()),
+        ("pickup_longitude", pa.float64()),
+        ("dropoff_latitude", pa.float64()),
+        ("dropoff_longitude", pa.float64()),
+        ("passenger_count", pa.int32()),
+        ("service", pa.string()),
+        ("distance_source", pa.string()),  # "recorded" (given in the request) or "estimated" (from the zones)
+        ("duration_minutes", pa.float64()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("shadow_model_version", pa.string()),
+        ("shadow_duration_minutes", pa.float64()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+PREFIX = "requests-"
+PART = ".part"
+
+
+class RequestLog:
+    """Append rows (tuples in `COLUMNS` order) from any thread; a writer thread batches them into Parquet."""
+
+    def __init__(
+        self,
+        folder: Path,
+        file_bytes: int = 64 * 1024 * 1024,
+        max_bytes: int = 1024 * 1024 * 1024,
+        file_seconds: float = 60.0,
+        batch_rows: int = 4096,
+        flush_seconds: float = 1.0,
+        queue_rows: int = 100_000,
+    ) -> None:
+        if file_bytes < 1 or max_bytes < file_bytes:
+            raise ValueError("the request log needs 0 < file_bytes <= max_bytes")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.file_bytes = file_bytes
+        self.max_bytes = max_bytes
+        self.file_seconds = file_seconds
+        self.batch_rows = batch_rows
+        self.flush_seconds = flush_seconds
+        self.rows_written = 0
+        self.rows_dropped = 0  # only if the writer falls `queue_rows` behind (counted in /metrics)
+        self.files_deleted = 0
+        self.error: str | None = None
+        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=queue_rows)
+        self._writer: pq.ParquetWriter | None = None
+        self._part: Path | None = None
+        self._opened = 0.0
+        self._sequence = 0
+        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------------------ request path
+
+    def append(self, row: tuple[Any, ...]) -> None:
+        """Queue one row; never blocks (a full queue drops the row and counts it)."""
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            self.rows_dropped += 1
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued, close the open file (renamed to its final name) and stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            rows: list[tuple[Any, ...]] = []
+            deadline = time.monotonic() + self.flush_seconds
+            while len(rows) < self.batch_rows:
+                try:
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                rows.append(item)
+            try:
+                if rows:
+                    self._write(rows)
+                if stopping or (self._writer is not None and time.monotonic() - self._opened >= self.file_seconds):
+                    self._rotate()
+            except Exception as exc:  # a full disk must not stop the API: the log says why, /metrics counts
+                self.error = f"{exc.__class__.__name__}: {exc}"
+                self.rows_dropped += len(rows)
+                log.exception("request log: writing %d rows failed", len(rows))
+                with contextlib.suppress(Exception):
+                    self._rotate()
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        if self._writer is None:
+            self._sequence += 1
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            self._part = self.folder / f".{PREFIX}{stamp}-{self._sequence:06d}.parquet{PART}"
+            self._writer = pq.ParquetWriter(self._part, SCHEMA, compression="zstd")
+            self._opened = time.monotonic()
+        columns = list(zip(*rows, strict=True))
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA, strict=True)]
+        table = pa.Table.from_arrays(arrays, schema=SCHEMA)
+        self._writer.write_table(table)
+        self.rows_written += len(rows)
+        assert self._part is not None
+        if self._part.stat().st_size >= self.file_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """Close the open file under its final name, then delete the oldest files beyond `max_bytes`."""
+        if self._writer is None or self._part is None:
+            return
+        self._writer.close()
+        self._part.rename(self._part.with_name(self._part.name.removeprefix(".").removesuffix(PART)))
+        self._writer, self._part = None, None
+        files = sorted(self.folder.glob(f"{PREFIX}*.parquet"))
+        total = sum(f.stat().st_size for f in files)
+        while files and total > self.max_bytes:
+            oldest = files.pop(0)
+            total -= oldest.stat().st_size
+            oldest.unlink()
+            self.files_deleted += 1
+
+    def files(self) -> list[Path]:
+        """The complete files, oldest first."""
+        return sorted(self.folder.glob(f"{PREFIX}*.parquet"))
