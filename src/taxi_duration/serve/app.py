@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from taxi_duration import __version__
 from taxi_duration.params import QualityParams
+from taxi_duration.regimes import Regime
 from taxi_duration.schema import SERVICES
 from taxi_duration.serve.online_features import NEW_YORK
 from taxi_duration.serve.predictor import ExportedModel
@@ -182,6 +183,7 @@ class Ride(BaseModel):
 
 class Prediction(BaseModel):
     duration_minutes: float
+    regime: Regime = Field(description="what the ride gave: recorded_distance, zones_only or coordinates_only")
     model_name: str
     model_version: str
     ride_id: str | int | None = None
@@ -189,6 +191,7 @@ class Prediction(BaseModel):
 
 class RidePrediction(BaseModel):
     duration_minutes: float
+    regime: Regime
     ride_id: str | int | None = None
 
 
@@ -203,6 +206,7 @@ class ModelInfo(BaseModel):
     model_version: str
     kind: str
     metrics: dict[str, Any]
+    metrics_by_regime: dict[str, Any] = Field(description="validation metrics per regime, from train")
     features: list[str]
     spark_version: str
     exported_at: str
@@ -369,11 +373,12 @@ class _State:
         self.lock = threading.Lock()  # one reload at a time
 
 
-def _predict(model: ExportedModel, ride: Ride, where: str) -> float:
-    minutes = model.predict_minutes(ride.trip())
+def _predict(model: ExportedModel, ride: Ride, where: str) -> tuple[float, Regime]:
+    trip = ride.trip()
+    minutes = model.predict_minutes(trip)
     if not math.isfinite(minutes):
         raise ApiError(422, f"{where}: the model gives no finite prediction for these inputs")
-    return minutes
+    return minutes, model.regime(trip)
 
 
 def create_app(
@@ -470,19 +475,23 @@ def create_app(
     @app.post("/predict", response_model=Prediction, response_model_exclude_none=True)
     async def predict(ride: Ride) -> Prediction:
         model = current()
-        minutes = _predict(model, ride, "ride")
+        minutes, regime = _predict(model, ride, "ride")
         metrics.rides.labels(model.version).inc()
         return Prediction(
-            duration_minutes=minutes, model_name=model.name, model_version=model.version, ride_id=ride.ride_id
+            duration_minutes=minutes,
+            regime=regime,
+            model_name=model.name,
+            model_version=model.version,
+            ride_id=ride.ride_id,
         )
 
     @app.post("/predict/batch", response_model=BatchPrediction, response_model_exclude_none=True)
     def predict_batch(batch: BatchRequest) -> BatchPrediction:
         model = current()
-        predictions = [
-            RidePrediction(duration_minutes=_predict(model, ride, f"rides.{i}"), ride_id=ride.ride_id)
-            for i, ride in enumerate(batch.rides)
-        ]
+        predictions = []
+        for i, ride in enumerate(batch.rides):
+            minutes, regime = _predict(model, ride, f"rides.{i}")
+            predictions.append(RidePrediction(duration_minutes=minutes, regime=regime, ride_id=ride.ride_id))
         metrics.rides.labels(model.version).inc(len(predictions))
         return BatchPrediction(model_name=model.name, model_version=model.version, predictions=predictions)
 
