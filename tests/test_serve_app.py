@@ -54,7 +54,9 @@ def exported(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> d
     model = build_pipeline("gbt", TrainParams(gbt={"maxIter": 4, "maxDepth": 3})).fit(train)
     model.write().save(str(root / "spark"))
     return {
-        version: export_model(root / "spark", root / f"v{version}", "taxi-duration", version, {"rmsle": 0.31})
+        version: export_model(
+            root / "spark", root / f"v{version}", "taxi-duration", version, {"rmsle": 0.31}, BY_REGIME
+        )
         for version in ("7", "8")
     }
 
@@ -79,6 +81,10 @@ def _canonical(ride: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+BY_REGIME = {
+    "recorded_distance": {"rmsle": 0.31, "rmse_minutes": 5.0, "baseline_rmsle": 0.45, "rows": 100},
+    "zones_only": {"rmsle": 0.38, "rmse_minutes": 7.0, "baseline_rmsle": 0.45, "rows": 100},
+}
 RIDES = [
     {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66, "pickup_datetime": WHEN},
     {"PULocationID": 132, "DOLocationID": 161, "pickup_datetime": "2024-07-04T17:30:00"},  # holiday, no distance
@@ -94,13 +100,19 @@ RIDES = [
 ]
 
 
-@pytest.mark.parametrize("ride", RIDES)
-def test_predict_equals_the_exported_model(client: TestClient, model: ExportedModel, ride: dict[str, Any]) -> None:
+REGIMES = ["recorded_distance", "zones_only", "recorded_distance", "coordinates_only", "coordinates_only"]
+
+
+@pytest.mark.parametrize(("ride", "regime"), list(zip(RIDES, REGIMES, strict=True)))
+def test_predict_equals_the_exported_model(
+    client: TestClient, model: ExportedModel, ride: dict[str, Any], regime: str
+) -> None:
     response = client.post("/predict", json=ride)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body == {
         "duration_minutes": model.predict_minutes(_canonical(ride)),
+        "regime": regime,
         "model_name": "taxi-duration",
         "model_version": "7",
     }
@@ -128,6 +140,7 @@ def test_batch_keeps_request_order(client: TestClient) -> None:
     assert (body["model_name"], body["model_version"]) == ("taxi-duration", "7")
     singles = [client.post("/predict", json=ride).json()["duration_minutes"] for ride in rides]
     assert [p["duration_minutes"] for p in body["predictions"]] == singles
+    assert [p["regime"] for p in body["predictions"]] == REGIMES
     assert [p.get("ride_id") for p in body["predictions"]] == [0, 1, None, 3, 4]
     assert "ride_id" not in body["predictions"][2]
 
@@ -221,6 +234,7 @@ def test_model_endpoint(client: TestClient, model: ExportedModel) -> None:
     body = client.get("/model").json()
     assert body["model_name"] == "taxi-duration" and body["model_version"] == "7" and body["kind"] == "gbt"
     assert body["metrics"] == {"rmsle": 0.31}
+    assert body["metrics_by_regime"] == BY_REGIME
     assert body["features"] == list(model.feature_columns)
     assert client.get("/ready").json() == {"status": "ready", "model_name": "taxi-duration", "model_version": "7"}
 
