@@ -85,7 +85,13 @@ class Ride(BaseModel):
         description=f"Dropoff TLC zone id (1..{MAX_ZONE_ID}); or give dropoff_latitude/dropoff_longitude",
         examples=[205],
     )
-    trip_distance: float | None = Field(None, description="Route distance in miles; estimated if absent")
+    trip_distance: float | None = Field(
+        None,
+        description=(
+            "Metered route distance in miles; without it the zone pair's median distance is used "
+            "(regime zones_only or coordinates_only)"
+        ),
+    )
     pickup_datetime: datetime | None = Field(
         None, description="ISO 8601; without an offset it is New York time. Default: now in New York"
     )
