@@ -49,6 +49,12 @@ def data_dir() -> Path:
     return DATA
 
 
+SERVED_METRICS_BY_REGIME = {
+    "recorded_distance": {"rmsle": 0.31, "rmse_minutes": 5.0, "baseline_rmsle": 0.45, "rows": 100},
+    "zones_only": {"rmsle": 0.38, "rmse_minutes": 7.0, "baseline_rmsle": 0.45, "rows": 100},
+}
+
+
 @pytest.fixture(scope="session")
 def served_models(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Small real models for serving tests, fitted once: GBT exported as versions 7 and 8 (the same trees) and a
@@ -62,6 +68,7 @@ def served_models(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory)
     from taxi_duration.schema import TRIP_SCHEMA
     from taxi_duration.serve.export import export_model
     from taxi_duration.train.pipeline import build_pipeline
+    from taxi_duration.train.travel_times import build_travel_times
 
     rng = random.Random(11)
     rows = []
@@ -82,11 +89,14 @@ def served_models(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory)
         rows.append(tuple(trip[c] for c in TRIP_COLUMNS))
     root = tmp_path_factory.mktemp("served-models")
     train = spark.createDataFrame(rows, TRIP_SCHEMA).transform(with_label)
+    travel_times = build_travel_times(train, min_trips=1)  # the pair features as train embeds them
     out: dict[str, Path] = {}
     for name, params in (("a", {"maxIter": 4, "maxDepth": 3}), ("b", {"maxIter": 2, "maxDepth": 2})):
-        build_pipeline("gbt", TrainParams(gbt=params)).fit(train).write().save(str(root / name))
+        build_pipeline("gbt", TrainParams(gbt=params), travel_times).fit(train).write().save(str(root / name))
     for version, fitted in (("7", "a"), ("8", "a"), ("9", "b")):
-        out[version] = export_model(root / fitted, root / f"v{version}", "taxi-duration", version, {"rmsle": 0.31})
+        out[version] = export_model(
+            root / fitted, root / f"v{version}", "taxi-duration", version, {"rmsle": 0.31}, SERVED_METRICS_BY_REGIME
+        )
     return out
 
 

@@ -43,6 +43,14 @@ def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: Spa
     assert gbt["metrics"]["rmsle"] < gbt["baseline_metrics"]["rmsle"]
     assert gbt["metrics"]["rows"] == gbt["data"]["validation_rows"] > 1000
     assert gbt["data"]["train_rows"] + gbt["data"]["validation_rows"] == 6352
+    # one model serves every regime; before the trip (no distance) it still beats the zone-pair medians
+    regimes = gbt["metrics_by_regime"]
+    assert set(regimes) == {"recorded_distance", "zones_only", "coordinates_only"}
+    assert regimes["recorded_distance"]["rows"] == gbt["metrics"]["rows"]
+    assert regimes["recorded_distance"]["rmsle"] == pytest.approx(gbt["metrics"]["rmsle"], rel=1e-12)
+    assert regimes["zones_only"]["rmsle"] < regimes["zones_only"]["baseline_rmsle"]
+    assert regimes["coordinates_only"]["rmsle"] < regimes["coordinates_only"]["baseline_rmsle"]
+    assert gbt["metrics"]["rmsle_seconds"] > gbt["metrics"]["rmsle"]  # log1p of seconds spreads more
 
     linear = run(workspace, "train", "--model", "linear")
     assert linear["model_version"] == "2"
@@ -58,6 +66,9 @@ def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: Spa
     assert logged.signature is not None
     assert logged.signature.inputs.input_names() == list(FEATURE_INPUT_COLUMNS)
     assert logged.signature.outputs.input_names() == ["prediction"]
+    run_metrics = client.get_run(gbt["run_id"]).data.metrics
+    assert run_metrics["zones_only_rmsle"] == pytest.approx(regimes["zones_only"]["rmsle"])
+    assert {a.path for a in client.list_artifacts(gbt["run_id"])} >= {"metrics_by_regime.json", "travel_times.json"}
     artifacts = {a.path for a in client.list_artifacts(gbt["run_id"], "plots")}
     assert {
         "plots/feature_importance.png",

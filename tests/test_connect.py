@@ -33,9 +33,9 @@ from taxi_duration.lakehouse import read_trips
 from taxi_duration.params import load_params
 from taxi_duration.registry.spark_model import spark_model_signature
 from taxi_duration.serve.predictor import ExportedModel
-from taxi_duration.train.job import training_frame
-from taxi_duration.train.pipeline import build_pipeline
+from taxi_duration.train.job import fit_model, training_frame
 from taxi_duration.train.split import time_split
+from taxi_duration.train.travel_times import build_travel_times
 from taxi_duration.zones import zones_frame
 
 pytestmark = pytest.mark.slow
@@ -169,7 +169,9 @@ def test_pipeline_over_connect_logs_to_the_mlflow_server(
     cutoff = int(pd.Timestamp(linear["data"]["cutoff"]).tz_localize("America/New_York").value // 1000)
     train, _ = time_split(labeled, cutoff)
     assert train.count() == linear["data"]["train_rows"]
-    classic = build_pipeline("linear", load_params(workspace / "fast.yaml").train).fit(train)
+    params = load_params(workspace / "fast.yaml")
+    travel_times = build_travel_times(train, params.train.travel_times.min_trips)
+    classic, _ = fit_model(train, "linear", params, False, travel_times)
     np.testing.assert_allclose(
         classic.stages[-1].coefficients.toArray(),  # type: ignore[attr-defined]
         connect_model.stages[-1].coefficients.toArray(),  # type: ignore[attr-defined]

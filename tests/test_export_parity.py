@@ -21,13 +21,16 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from taxi_duration.features.definitions import FEATURE_COLUMNS, with_features, with_label
+from taxi_duration.features.definitions import FEATURE_COLUMNS, travel_times_in, with_features, with_label
+from taxi_duration.features.travel_times import TravelTimes
 from taxi_duration.params import ModelKind, TrainParams
 from taxi_duration.schema import TRIP_COLUMNS, TRIP_SCHEMA
 from taxi_duration.serve.export import MODEL_FILE, ExportError, export_model
 from taxi_duration.serve.online_features import FeatureTables, batch_features, trip_features
 from taxi_duration.serve.predictor import ExportedModel, ExportedModelError
 from taxi_duration.train.pipeline import build_pipeline
+from taxi_duration.train.travel_times import build_travel_times
+from taxi_duration.zones import load_zones
 
 NEW_YORK = ZoneInfo("America/New_York")
 HOLIDAYS = (date(2024, 7, 4), date(2023, 12, 25), date(2019, 11, 28), date(2024, 1, 1), date(2021, 12, 24))
@@ -117,15 +120,49 @@ def _frame(spark: SparkSession, trips: list[dict[str, Any]]) -> DataFrame:
     return spark.createDataFrame([tuple(t[c] for c in TRIP_COLUMNS) for t in trips], TRIP_SCHEMA)
 
 
+def regime_variants(trips: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:
+    """The trips as a booking app asks: zones without distance, then zone centroid coordinates only."""
+    centroids = {z.location_id: (z.centroid_lat, z.centroid_lon) for z in load_zones() if z.centroid_lat}
+    out = []
+    for i, trip in enumerate(t for t in trips if t["pickup_location_id"] in centroids):
+        zones_only = {**trip, "trip_id": start + 2 * i, "trip_distance": None}
+        (pu_lat, pu_lon), (do_lat, do_lon) = (
+            centroids[trip["pickup_location_id"]],
+            centroids.get(trip["dropoff_location_id"], (None, None)),
+        )
+        coordinates_only = {
+            **zones_only,
+            "trip_id": start + 2 * i + 1,
+            "pickup_location_id": None,
+            "dropoff_location_id": None,
+            "pickup_latitude": pu_lat,
+            "pickup_longitude": pu_lon,
+            "dropoff_latitude": do_lat,
+            "dropoff_longitude": do_lon,
+        }
+        out += [zones_only, coordinates_only]
+    return out
+
+
 @pytest.fixture(scope="module")
 def trips() -> list[dict[str, Any]]:
     train = training_trips()
-    return train + odd_trips(len(train))
+    odd = odd_trips(len(train))
+    return train + odd + regime_variants(train[:60], len(train) + len(odd))
+
+
+@pytest.fixture(scope="module")
+def travel_times(spark: SparkSession) -> TravelTimes:
+    """The table of the training trips, every pair kept (min_trips 1) so pair, borough and overall rows all occur."""
+    return build_travel_times(_frame(spark, training_trips()), min_trips=1)
 
 
 @pytest.fixture(scope="module")
 def exported(
-    spark: SparkSession, trips: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+    spark: SparkSession,
+    trips: list[dict[str, Any]],
+    travel_times: TravelTimes,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, tuple[ExportedModel, dict[int, float], Path]]]:
     """Each kind fitted, saved, exported; with Spark's predicted minutes per trip id."""
     root = tmp_path_factory.mktemp("parity")
@@ -133,7 +170,7 @@ def exported(
     scored = _frame(spark, trips)
     result = {}
     for kind, overrides in KINDS.items():
-        model = build_pipeline(kind, TrainParams(**overrides)).fit(train)
+        model = build_pipeline(kind, TrainParams(**overrides), travel_times).fit(train)
         saved = root / f"{kind}-spark"
         model.write().save(str(saved))
         spark_minutes = {
@@ -155,9 +192,13 @@ def _same(a: float | None, b: float, tolerance: float) -> bool:
     return abs(a - b) <= tolerance * max(1.0, abs(a))
 
 
-def test_online_features_equal_the_sql_features(spark: SparkSession, trips: list[dict[str, Any]]) -> None:
-    rows = _frame(spark, trips).transform(with_features).select("trip_id", *FEATURE_COLUMNS).collect()
-    tables = FeatureTables.from_definitions()
+@pytest.mark.parametrize("with_table", [True, False], ids=["travel-times", "no-table"])
+def test_online_features_equal_the_sql_features(
+    spark: SparkSession, trips: list[dict[str, Any]], travel_times: TravelTimes, with_table: bool
+) -> None:
+    table = travel_times if with_table else None
+    rows = _frame(spark, trips).transform(with_features, table).select("trip_id", *FEATURE_COLUMNS).collect()
+    tables = FeatureTables.from_definitions(table)
     by_id = {t["trip_id"]: t for t in trips}
     batch = batch_features(pd.DataFrame(trips, columns=TRIP_COLUMNS), tables)
     position = {t["trip_id"]: i for i, t in enumerate(trips)}
@@ -194,7 +235,8 @@ def test_exported_file_is_plain_json(exported: dict[str, tuple[ExportedModel, di
     assert document["feature_columns"] == list(FEATURE_COLUMNS)
     assert len(document["trees"]) == len(document["tree_weights"]) == 5
     assert document["tree_weights"][0] == 1.0 and document["tree_weights"][1] == pytest.approx(0.1)
-    assert document["feature_sql"].startswith("SELECT *")
+    stored = model._tables.travel_times
+    assert stored is not None and TravelTimes.from_json(document["travel_times"]).to_json() == stored.to_json()
     assert sorted(p.name for p in model.path.iterdir()) == [MODEL_FILE]
     rf, _, _ = exported["rf"]
     assert rf.feature_columns == ("distance", "pickup_hour", "pickup_weekday")
@@ -271,3 +313,14 @@ def test_mlflow_pyfunc_loads_without_spark(
     finally:
         mlflow.set_tracking_uri(previous)
     np.testing.assert_allclose(predicted, model.predict_batch(frame), rtol=0, atol=1e-9)
+
+
+def test_travel_times_read_back_from_the_feature_sql(travel_times: TravelTimes) -> None:
+    from taxi_duration.features.definitions import feature_sql
+
+    assert len(travel_times.pairs) > 200 and travel_times.boroughs and travel_times.min_trips == 1
+    statement = feature_sql(travel_times)
+    read_back = travel_times_in(statement)
+    assert read_back is not None and read_back.to_json() == travel_times.to_json()  # NaN medians come back NaN
+    assert feature_sql(read_back) == statement
+    assert travel_times_in(feature_sql()) is None

@@ -20,7 +20,8 @@ from taxi_duration.quality.rules import classify, to_trips
 from taxi_duration.schema import TRIP_COLUMNS
 from taxi_duration.serve.export import export_model
 from taxi_duration.serve.predictor import ExportedModel
-from taxi_duration.train.pipeline import build_pipeline
+from taxi_duration.train.job import fit_model
+from taxi_duration.train.travel_times import build_travel_times
 
 pytestmark = pytest.mark.slow
 TOLERANCE_MINUTES = 1e-6
@@ -54,8 +55,10 @@ def trips(spark: SparkSession, data_dir: Path) -> DataFrame:
 
 @pytest.mark.parametrize("kind", ["gbt", "rf"])
 def test_exported_equals_spark_on_10k_trips(spark: SparkSession, trips: DataFrame, kind, tmp_path: Path) -> None:
-    params = load_params().train
-    model = build_pipeline(kind, params).fit(trips.transform(with_label))
+    # the path `train` runs: travel-time table, out-of-fold rows, masked distances
+    params = load_params()
+    labeled = trips.transform(with_label)
+    model, _ = fit_model(labeled, kind, params, False, build_travel_times(labeled, 3))
     model.write().overwrite().save(str(tmp_path / "spark_model"))
     exported = ExportedModel.load(export_model(tmp_path / "spark_model", tmp_path / "exported", "parity", "1"))
 

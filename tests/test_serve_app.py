@@ -59,8 +59,13 @@ RIDES = [
 ]
 
 
-@pytest.mark.parametrize("ride", RIDES)
-def test_predict_equals_the_exported_model(client: TestClient, model: ExportedModel, ride: dict[str, Any]) -> None:
+REGIMES = ["recorded_distance", "zones_only", "recorded_distance", "coordinates_only", "coordinates_only"]
+
+
+@pytest.mark.parametrize(("ride", "regime"), list(zip(RIDES, REGIMES, strict=True)))
+def test_predict_equals_the_exported_model(
+    client: TestClient, model: ExportedModel, ride: dict[str, Any], regime: str
+) -> None:
     response = client.post("/predict", json=ride)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -68,7 +73,7 @@ def test_predict_equals_the_exported_model(client: TestClient, model: ExportedMo
         "duration_minutes": model.predict_minutes(_canonical(ride)),
         "model_name": "taxi-duration",
         "model_version": "7",
-        "distance_source": "estimated" if ride.get("trip_distance") is None else "recorded",
+        "regime": regime,
     }
 
 
@@ -94,6 +99,7 @@ def test_batch_keeps_request_order(client: TestClient) -> None:
     assert (body["model_name"], body["model_version"]) == ("taxi-duration", "7")
     singles = [client.post("/predict", json=ride).json()["duration_minutes"] for ride in rides]
     assert [p["duration_minutes"] for p in body["predictions"]] == singles
+    assert [p["regime"] for p in body["predictions"]] == REGIMES
     assert [p.get("ride_id") for p in body["predictions"]] == [0, 1, None, 3, 4]
     assert "ride_id" not in body["predictions"][2]
 
@@ -187,6 +193,12 @@ def test_model_endpoint(client: TestClient, model: ExportedModel) -> None:
     body = client.get("/model").json()
     assert body["model_name"] == "taxi-duration" and body["model_version"] == "7" and body["kind"] == "gbt"
     assert body["metrics"] == {"rmsle": 0.31}
+    assert body["metrics_by_regime"]["zones_only"] == {
+        "rmsle": 0.38,
+        "rmse_minutes": 7.0,
+        "baseline_rmsle": 0.45,
+        "rows": 100,
+    }
     assert body["features"] == list(model.feature_columns)
     assert client.get("/ready").json() == {"status": "ready", "model_name": "taxi-duration", "model_version": "7"}
 

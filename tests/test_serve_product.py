@@ -243,7 +243,7 @@ def test_request_log_keeps_every_ride_of_16_concurrent_clients(live: tuple[str, 
     assert list(logged.columns) == list(COLUMNS[:1]) + list(COLUMNS[2:])
     assert logged["duration_minutes"].tolist() == [a["duration_minutes"] for a in answers]
     assert logged["pickup_location_id"].tolist() == [r["PULocationID"] for r in rides]
-    assert set(logged["distance_source"]) == {"recorded"}
+    assert set(logged["regime"]) == {"recorded_distance"}
     assert set(logged["model_version"]) == {"7"}
     assert logged["shadow_model_version"].isna().all()
 
@@ -336,7 +336,7 @@ def test_the_page_estimates_a_ride_like_the_api(live: tuple[str, Any]) -> None:
         f"{url}/predict", json={"PULocationID": 161, "DOLocationID": 132, "pickup_datetime": "2024-05-01T08:30:00"}
     ).json()
     assert shown == api["duration_minutes"]
-    assert "distance estimated from the zones" in detail and "v7" in detail
+    assert "regime zones_only" in detail and "v7" in detail
     assert "taxi-duration" in card and "rmsle" in card
     assert outside == []  # nothing loads from outside the server
 

@@ -37,6 +37,11 @@ class TuneParams(_Strict):
     grid: dict[ModelKind, dict[str, list[Any]]] = Field(default_factory=dict)
 
 
+class TravelTimeParams(_Strict):
+    min_trips: int = Field(3, ge=1)  # a zone pair needs this many training trips for a row of its own
+    folds: int = Field(5, ge=2)  # out-of-fold medians for the training trips (no trip sees its own duration)
+
+
 class TrainParams(_Strict):
     model: ModelKind = "gbt"
     validation_fraction: float = Field(0.2, gt=0, lt=1)
@@ -47,6 +52,11 @@ class TrainParams(_Strict):
     linear: dict[str, Any] = Field(default_factory=dict)
     tune: TuneParams = Field(default_factory=lambda: TuneParams())
     promote_metric: Literal["rmsle", "rmse_minutes", "mae_minutes"] = "rmsle"
+    # share of training trips whose recorded distance is hidden, so one model serves every regime
+    masked_distance_fraction: float = Field(0.5, ge=0, lt=1)
+    travel_times: TravelTimeParams = Field(default_factory=lambda: TravelTimeParams())
+    # a challenger worse than the champion in any regime by more than this (relative RMSLE) is not promoted
+    regime_tolerance: float = Field(0.02, ge=0)
 
 
 class RegistryParams(_Strict):

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import date
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import holidays
+import numpy as np
 
+from taxi_duration.features.travel_times import FORMAT as TRAVEL_TIMES_FORMAT
+from taxi_duration.features.travel_times import PAIR_KEY_FACTOR, TravelTimes
 from taxi_duration.zones import load_zones
 
 if TYPE_CHECKING:  # the online scorer shares these definitions and must not need pyspark
@@ -33,7 +37,9 @@ HOLIDAY_YEARS = range(2009, 2031)
 # a grid of GRID_STEP degrees over the zone centroids' extent, each cell holding its nearest centroid.
 GRID_LAT_MIN, GRID_LAT_MAX = 40.49, 40.93
 GRID_LON_MIN, GRID_LON_MAX = -74.27, -73.68
-GRID_STEP = 0.01
+# 0.005 degrees (about 400 m of latitude): every zone's own centroid falls in a cell of that zone (at 0.01, 24 of
+# the 263 did not, mostly small Manhattan zones, and coordinates-only requests then read another zone's pair row)
+GRID_STEP = 0.005
 GRID_COLS = round((GRID_LON_MAX - GRID_LON_MIN) / GRID_STEP)
 GRID_ROWS = round((GRID_LAT_MAX - GRID_LAT_MIN) / GRID_STEP)
 
@@ -70,7 +76,16 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "same_zone",
     "trip_distance_filled",
     "distance",
+    "pair_trips",
+    "pair_median_miles",
+    "pair_median_minutes",
 )
+# The travel-time table's columns for the training trips, computed out of fold (`train.travel_times`): with them
+# present, the feature SQL reads them instead of the embedded table, so no trip sees its own duration.
+OUT_OF_FOLD_PAIR = "_oof_pair"
+OUT_OF_FOLD_BOROUGHS = "_oof_boroughs"
+TRAVEL_TIMES_TYPE = "struct<pairs:map<string,array<double>>,boroughs:map<string,array<double>>,overall:array<double>>"
+HELPER_COLUMNS = ("_pu_zone", "_do_zone", "_tt_pair", "_tt_boroughs")
 # The classic course pipeline: VectorAssembler(['distance', 'hour', 'day_of_week']) + RandomForestRegressor.
 CLASSIC_FEATURE_COLUMNS: tuple[str, ...] = ("distance", "pickup_hour", "pickup_weekday")
 
@@ -85,17 +100,16 @@ def us_holidays() -> tuple[date, ...]:
 def zone_grid() -> tuple[int, ...]:
     """Nearest zone id for each grid cell, row-major from (GRID_LAT_MIN, GRID_LON_MIN)."""
     centroids = [(z.location_id, z.centroid_lat, z.centroid_lon) for z in load_zones() if z.centroid_lat]
+    ids = np.array([c[0] for c in centroids])
+    lat = np.array([c[1] for c in centroids], dtype=np.float64)
+    lon = np.array([c[2] for c in centroids], dtype=np.float64)
     cos_lat = math.cos(math.radians((GRID_LAT_MIN + GRID_LAT_MAX) / 2))
-    cells = []
+    cell_lon = GRID_LON_MIN + (np.arange(GRID_COLS) + 0.5) * GRID_STEP
+    cells: list[int] = []
     for row in range(GRID_ROWS):
-        lat = GRID_LAT_MIN + (row + 0.5) * GRID_STEP
-        for col in range(GRID_COLS):
-            lon = GRID_LON_MIN + (col + 0.5) * GRID_STEP
-            nearest = min(
-                centroids,
-                key=lambda c: (c[1] - lat) ** 2 + ((c[2] - lon) * cos_lat) ** 2,  # type: ignore[operator]
-            )
-            cells.append(nearest[0])
+        cell_lat = GRID_LAT_MIN + (row + 0.5) * GRID_STEP
+        squared = (lat[None, :] - cell_lat) ** 2 + ((lon[None, :] - cell_lon[:, None]) * cos_lat) ** 2
+        cells.extend(int(zone) for zone in ids[squared.argmin(axis=1)])  # the first of equals, as min() did
     return tuple(cells)
 
 
@@ -130,6 +144,12 @@ def _lookup(table: str, zone: str) -> str:
     return f"element_at({table}, CAST(CAST({zone} AS INT) AS STRING))"
 
 
+def zone_centroid_sql(zone: str) -> tuple[str, str]:
+    """SQL: (latitude, longitude) of a zone's centroid, NULL for zones without geometry."""
+    lit = _literals()
+    return _lookup(lit["lat"], zone), _lookup(lit["lon"], zone)
+
+
 def _grid_zone(lat: str, lon: str) -> str:
     """SQL: the zone id of the grid cell holding (lat, lon), or NULL outside the grid."""
     row = f"CAST(FLOOR(({lat} - {GRID_LAT_MIN}) / {GRID_STEP}) AS INT)"
@@ -138,8 +158,19 @@ def _grid_zone(lat: str, lon: str) -> str:
     return f"CASE WHEN {inside} THEN element_at(__GRID__, {row} * {GRID_COLS} + {col} + 1) END"
 
 
-def feature_stages() -> list[list[tuple[str, str]]]:
-    """Feature expressions in dependency order: each stage may use the columns of the ones before."""
+def _pair_key(pickup: str, dropoff: str) -> str:
+    """SQL: the string key of a (pickup, dropoff) pair in the travel-time maps (`travel_times.pair_key`)."""
+    return f"CAST(CAST({pickup} AS INT) * {PAIR_KEY_FACTOR} + CAST({dropoff} AS INT) AS STRING)"
+
+
+def feature_stages(
+    travel_times: TravelTimes | None = None, *, out_of_fold: bool = False
+) -> list[list[tuple[str, str]]]:
+    """Feature expressions in dependency order: each stage may use the columns of the ones before.
+
+    `travel_times` is embedded as one JSON literal; without one the pair features are NULL (0 trips) and a missing
+    distance is estimated from the centroids. `out_of_fold` reads the pair and borough rows from the columns
+    `_oof_pair` / `_oof_boroughs` instead (training trips; the overall row still comes from the table)."""
     lit = _literals()
     zone_pu = "_pu_zone"
     zone_do = "_do_zone"
@@ -174,6 +205,15 @@ def feature_stages() -> list[list[tuple[str, str]]]:
         ("same_zone", f"CASE WHEN {zone_pu} = {zone_do} THEN 1 ELSE 0 END"),
         ("trip_distance_filled", f"COALESCE(CAST(trip_distance AS DOUBLE), {MISSING_DISTANCE})"),
     ]
+    table = f"from_json('{travel_times.literal_json()}', '{TRAVEL_TIMES_TYPE}')" if travel_times else None
+    if out_of_fold:
+        pair_row, borough_row = OUT_OF_FOLD_PAIR, OUT_OF_FOLD_BOROUGHS
+    elif table:
+        pair_row = f"element_at({table}.pairs, {_pair_key(zone_pu, zone_do)})"
+        borough_row = f"element_at({table}.boroughs, {_pair_key('pickup_borough', 'dropoff_borough')})"
+    else:
+        pair_row = borough_row = "CAST(NULL AS ARRAY<DOUBLE>)"
+    stage_table = [("_tt_pair", pair_row), ("_tt_boroughs", borough_row)]
     dlat = "RADIANS(dropoff_lat - pickup_lat)"
     dlon = "RADIANS(dropoff_lon - pickup_lon)"
     haversine = (
@@ -185,30 +225,41 @@ def feature_stages() -> list[list[tuple[str, str]]]:
         f"COS(RADIANS(pickup_lat)) * SIN(RADIANS(dropoff_lat)) - "
         f"SIN(RADIANS(pickup_lat)) * COS(RADIANS(dropoff_lat)) * COS({dlon})))"
     )
+
+    def fallback(index: int) -> str:
+        overall = f"{table}.overall[{index}]" if table else "CAST(NULL AS DOUBLE)"
+        return f"COALESCE(_tt_pair[{index}], _tt_boroughs[{index}], {overall})"
+
     stage_geo = [
         ("centroid_distance_km", f"COALESCE({haversine}, 0.0)"),
         ("bearing_deg", f"COALESCE({bearing}, 0.0)"),
+        ("pair_trips", "COALESCE(_tt_pair[0], 0.0)"),
+        ("pair_median_miles", fallback(1)),
+        ("pair_median_minutes", fallback(2)),
     ]
     stage_distance = [
         (
             "distance",
-            # recorded miles where the meter has them, else the centroid distance stretched to road miles
-            f"COALESCE(CAST(trip_distance AS DOUBLE), centroid_distance_km / {KM_PER_MILE} * {ROAD_FACTOR})",
+            # recorded miles where the meter has them, else the pair's median recorded miles (pairs with enough
+            # training trips), else the centroid distance stretched to road miles
+            f"COALESCE(CAST(trip_distance AS DOUBLE), _tt_pair[1], "
+            f"centroid_distance_km / {KM_PER_MILE} * {ROAD_FACTOR})",
         )
     ]
     grid = lit["grid"]
     return [
         [(name, expr.replace("__GRID__", grid)) for name, expr in stage_zones],
         stage_base,
+        stage_table,
         stage_geo,
         stage_distance,
     ]
 
 
-def feature_sql() -> str:
+def feature_sql(travel_times: TravelTimes | None = None) -> str:
     """One SQLTransformer statement adding every feature to `__THIS__` (nested selects, one per stage)."""
     statement = "__THIS__"
-    for stage in feature_stages():
+    for stage in feature_stages(travel_times):
         columns = ", ".join(f"{expr} AS {name}" for name, expr in stage)
         statement = (
             f"SELECT *, {columns} FROM {statement}"
@@ -218,11 +269,20 @@ def feature_sql() -> str:
     return statement
 
 
-def with_features(df: DataFrame) -> DataFrame:
+def travel_times_in(statement: str) -> TravelTimes | None:
+    """The travel-time table a feature SQL statement embeds (None if it embeds none): how the exporter reads it."""
+    match = re.search(r"from_json\('(\{\"pairs\":[^']*)', '" + re.escape(TRAVEL_TIMES_TYPE) + r"'\)", statement)
+    if match is None:
+        return None
+    data = json.loads(match.group(1))
+    return TravelTimes.from_json({"format": TRAVEL_TIMES_FORMAT, **data})
+
+
+def with_features(df: DataFrame, travel_times: TravelTimes | None = None, *, out_of_fold: bool = False) -> DataFrame:
     """Canonical trips -> the same rows with every feature column added."""
-    for stage in feature_stages():
+    for stage in feature_stages(travel_times, out_of_fold=out_of_fold):
         df = df.selectExpr("*", *[f"{expr} AS {name}" for name, expr in stage])
-    return df.drop("_pu_zone", "_do_zone")
+    return df.drop(*HELPER_COLUMNS, OUT_OF_FOLD_PAIR, OUT_OF_FOLD_BOROUGHS)
 
 
 def with_label(df: DataFrame) -> DataFrame:

@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException
 from taxi_duration import __version__
 from taxi_duration.columns import SERVICES
 from taxi_duration.params import QualityParams
+from taxi_duration.regimes import Regime, regime_of
 from taxi_duration.serve.limits import BodyLimits
 from taxi_duration.serve.online_features import NEW_YORK
 from taxi_duration.serve.predictor import ExportedModel
@@ -114,7 +115,8 @@ class Ride(BaseModel):
     )
     trip_distance: float | None = Field(
         None,
-        description="Route distance in miles; estimated from the zones if absent",
+        description="Metered route distance in miles; without it the zone pair's median distance is used "
+        "(regime zones_only or coordinates_only)",
         json_schema_extra={"minimum": 0, "maximum": QUALITY.max_distance_miles},
     )
     pickup_datetime: datetime | None = Field(
@@ -235,13 +237,20 @@ class Ride(BaseModel):
         }
 
     @property
-    def distance_source(self) -> str:
-        """ "recorded" when the ride gives its distance, else "estimated" (from the zones or coordinates)."""
-        return "estimated" if self.trip_distance is None else "recorded"
+    def regime(self) -> Regime:
+        """What the ride gives: its distance (recorded_distance), both zones (zones_only) or coordinates."""
+        return regime_of(
+            {
+                "trip_distance": self.trip_distance,
+                "pickup_location_id": self.PULocationID,
+                "dropoff_location_id": self.DOLocationID,
+            }
+        )
 
 
-DISTANCE_SOURCE = Field(
-    description='"recorded": the request gave trip_distance; "estimated": the model estimated it from the zones'
+REGIME = Field(
+    description="What the ride gave, and so how it was predicted: recorded_distance (the metered distance), "
+    "zones_only (zones, the distance estimated from the zone pair's median) or coordinates_only"
 )
 
 
@@ -249,13 +258,13 @@ class Prediction(BaseModel):
     duration_minutes: float
     model_name: str
     model_version: str
-    distance_source: str = DISTANCE_SOURCE
+    regime: Regime = REGIME
     ride_id: str | int | None = None
 
 
 class RidePrediction(BaseModel):
     duration_minutes: float
-    distance_source: str = DISTANCE_SOURCE
+    regime: Regime = REGIME
     ride_id: str | int | None = None
 
 
@@ -277,6 +286,7 @@ class ModelInfo(BaseModel):
     model_version: str
     kind: str
     metrics: dict[str, Any]
+    metrics_by_regime: dict[str, Any] = Field(description="validation metrics per regime, from train")
     features: list[str]
     spark_version: str
     exported_at: str
@@ -719,7 +729,7 @@ def create_app(
                     ride.dropoff_longitude,
                     ride.passenger_count,
                     ride.service,
-                    ride.distance_source,
+                    ride.regime,
                     minutes,
                     model.name,
                     model.version,
@@ -745,7 +755,7 @@ def create_app(
             duration_minutes=minutes,
             model_name=model.name,
             model_version=model.version,
-            distance_source=ride.distance_source,
+            regime=ride.regime,
             ride_id=ride.ride_id,
         )
 
@@ -760,7 +770,7 @@ def create_app(
         predictions = [
             RidePrediction(
                 duration_minutes=score(model, ride, f"rides.{i}"),
-                distance_source=ride.distance_source,
+                regime=ride.regime,
                 ride_id=ride.ride_id,
             )
             for i, ride in enumerate(batch.rides)

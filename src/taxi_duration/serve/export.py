@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from taxi_duration.errors import TaxiDurationError
-from taxi_duration.features.definitions import FEATURE_COLUMNS, feature_sql
+from taxi_duration.features.definitions import FEATURE_COLUMNS, feature_sql, travel_times_in
 from taxi_duration.serve.online_features import FeatureTables
 
 FORMAT = "taxi-duration-exported-model"
@@ -206,7 +206,8 @@ def read_pipeline(model_dir: str | Path) -> dict[str, Any]:
         )
     sql_meta, assembler_meta, model_meta = metas
     statement = str(_param(sql_meta, "statement"))
-    if statement != feature_sql():
+    travel_times = travel_times_in(statement)
+    if statement != feature_sql(travel_times):
         raise ExportError(
             f"{pipeline}: its feature SQL differs from this code version's features.definitions; "
             "export it with the version of taxi_duration that trained it"
@@ -243,8 +244,9 @@ def read_pipeline(model_dir: str | Path) -> dict[str, Any]:
         content["tree_weights"] = _tree_weights(stages[2], len(trees)) if kind == "gbt" else [1.0] * len(trees)
         content["tree_combine"] = "sum" if kind == "gbt" else "mean"
         content["max_depth"] = max(_depth(tree) for tree in trees)
-    content["feature_sql"] = statement
     content["feature_sql_sha256"] = hashlib.sha256(statement.encode("utf-8")).hexdigest()
+    # the statement embeds the travel-time table; it is stored once, as data, and the statement is rebuilt from it
+    content["travel_times"] = travel_times.to_json() if travel_times else None
     return content
 
 
@@ -265,6 +267,7 @@ def export_model(
     model_name: str,
     model_version: str,
     metrics: dict | None = None,
+    metrics_by_regime: dict | None = None,
 ) -> Path:
     """Export a saved PipelineModel folder to `out_dir/model.json`; returns `out_dir`.
 
@@ -276,6 +279,7 @@ def export_model(
         "model_name": str(model_name),
         "model_version": str(model_version),
         "metrics": {str(k): v for k, v in (metrics or {}).items()},
+        "metrics_by_regime": metrics_by_regime or {},
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": str(Path(model_dir).resolve()),
         "label": "ln(duration_s)",

@@ -38,6 +38,7 @@ from taxi_duration.features.definitions import (
     us_holidays,
     zone_grid,
 )
+from taxi_duration.features.travel_times import PAIR_KEY_FACTOR, TravelTimes
 
 NEW_YORK = ZoneInfo("America/New_York")
 NAN = float("nan")
@@ -82,12 +83,17 @@ class FeatureTables:
     zone_airport: dict[int, int]  # airports only
     holidays: frozenset[date]
     grid: tuple[int, ...]  # nearest zone per grid cell, row-major
+    travel_times: TravelTimes | None = None  # the model's own table (None: pair features NULL, as the SQL)
     lat_array: np.ndarray = field(init=False, repr=False, compare=False)
     lon_array: np.ndarray = field(init=False, repr=False, compare=False)
     borough_array: np.ndarray = field(init=False, repr=False, compare=False)
     airport_array: np.ndarray = field(init=False, repr=False, compare=False)
     grid_array: np.ndarray = field(init=False, repr=False, compare=False)
     holiday_array: np.ndarray = field(init=False, repr=False, compare=False)
+    pair_keys: np.ndarray = field(init=False, repr=False, compare=False)  # sorted, with rows in pair_rows
+    pair_rows: np.ndarray = field(init=False, repr=False, compare=False)
+    borough_keys: np.ndarray = field(init=False, repr=False, compare=False)
+    borough_rows: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.grid) != GRID_ROWS * GRID_COLS:
@@ -103,10 +109,18 @@ class FeatureTables:
         object.__setattr__(self, "airport_array", _lookup_array(self.zone_airport, size, NAN))
         object.__setattr__(self, "grid_array", np.asarray(self.grid, dtype=np.float64))
         object.__setattr__(self, "holiday_array", np.array(sorted(self.holidays), dtype="datetime64[D]"))
+        for name, table in (
+            ("pair", self.travel_times.pairs if self.travel_times else {}),
+            ("borough", self.travel_times.boroughs if self.travel_times else {}),
+        ):
+            keys = sorted(table)
+            object.__setattr__(self, f"{name}_keys", np.asarray(keys, dtype=np.float64))
+            rows = np.asarray([table[k] for k in keys], dtype=np.float64).reshape(len(keys), 3)
+            object.__setattr__(self, f"{name}_rows", rows)
 
     @classmethod
-    def from_definitions(cls) -> FeatureTables:
-        """The tables this code version's `feature_sql()` embeds."""
+    def from_definitions(cls, travel_times: TravelTimes | None = None) -> FeatureTables:
+        """The tables this code version's `feature_sql(travel_times)` embeds."""
         from taxi_duration.zones import load_zones
 
         zones = load_zones()
@@ -117,6 +131,7 @@ class FeatureTables:
             zone_airport={z.location_id: z.is_airport for z in zones if z.is_airport},
             holidays=frozenset(us_holidays()),
             grid=zone_grid(),
+            travel_times=travel_times,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -132,8 +147,9 @@ class FeatureTables:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FeatureTables:
-        """Tables stored with an exported model; the formulas' constants must equal this code's."""
+    def from_json(cls, data: Mapping[str, Any], travel_times: TravelTimes | None = None) -> FeatureTables:
+        """Tables stored with an exported model (the travel-time table is stored beside them); the formulas'
+        constants must equal this code's."""
         stored = data.get("constants", {})
         differing = sorted(name for name, value in CONSTANTS.items() if stored.get(name) != value)
         if differing:
@@ -148,6 +164,7 @@ class FeatureTables:
             zone_airport={int(k): int(v) for k, v in data["zone_airport"].items()},
             holidays=frozenset(date.fromisoformat(day) for day in data["holidays"]),
             grid=tuple(int(zone) for zone in data["grid"]),
+            travel_times=travel_times,
         )
 
 
@@ -244,6 +261,21 @@ def trip_features(trip: Mapping[str, Any], tables: FeatureTables) -> list[float]
     else:
         km, bearing = haversine_bearing(pu_lat, pu_lon, do_lat, do_lon)
 
+    pu_borough = tables.zone_borough.get(pu_zone, 0)  # type: ignore[arg-type]
+    do_borough = tables.zone_borough.get(do_zone, 0)  # type: ignore[arg-type]
+    if tables.travel_times is None:
+        pair, (pair_trips, pair_miles, pair_minutes) = None, (0.0, NAN, NAN)
+    else:
+        pair, (pair_trips, pair_miles, pair_minutes) = tables.travel_times.lookup(
+            pu_zone, do_zone, pu_borough, do_borough
+        )
+    if distance_in is not None:
+        distance = distance_in
+    elif pair is not None and pair[1] == pair[1]:
+        distance = pair[1]
+    else:
+        distance = km / KM_PER_MILE * ROAD_FACTOR
+
     return [
         hour,
         weekday,
@@ -256,13 +288,16 @@ def trip_features(trip: Mapping[str, Any], tables: FeatureTables) -> list[float]
         NAN if do_lon is None else do_lon,
         km,
         bearing,
-        float(tables.zone_borough.get(pu_zone, 0)),  # type: ignore[arg-type]
-        float(tables.zone_borough.get(do_zone, 0)),  # type: ignore[arg-type]
+        float(pu_borough),
+        float(do_borough),
         float(tables.zone_airport.get(pu_zone, 0)),  # type: ignore[arg-type]
         float(tables.zone_airport.get(do_zone, 0)),  # type: ignore[arg-type]
         1.0 if pu_zone is not None and pu_zone == do_zone else 0.0,
         MISSING_DISTANCE if distance_in is None else distance_in,
-        km / KM_PER_MILE * ROAD_FACTOR if distance_in is None else distance_in,
+        distance,
+        pair_trips,
+        pair_miles,
+        pair_minutes,
     ]
 
 
@@ -313,6 +348,17 @@ def _lookup(table: np.ndarray, zones: np.ndarray) -> np.ndarray:
     out = np.full(zones.shape, np.nan)
     known = ~np.isnan(zones) & (zones >= 0) & (zones < len(table))
     out[known] = table[zones[known].astype(np.int64)]
+    return out
+
+
+def _table_rows(keys: np.ndarray, rows: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """(n, 3) rows of a travel-time level for the wanted keys, NaN where the key has no row (or is NaN)."""
+    out = np.full((len(wanted), 3), np.nan)
+    if len(keys) == 0:
+        return out
+    position = np.clip(np.searchsorted(keys, wanted), 0, len(keys) - 1)
+    found = ~np.isnan(wanted) & (keys[position] == wanted)
+    out[found] = rows[position[found]]
     return out
 
 
@@ -372,7 +418,21 @@ def batch_features(frame: pd.DataFrame, tables: FeatureTables) -> np.ndarray:
     def or_zero(values: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(values), 0.0, values)
 
+    pu_borough = or_zero(_lookup(tables.borough_array, pu_zone))
+    do_borough = or_zero(_lookup(tables.borough_array, do_zone))
+    pair = _table_rows(tables.pair_keys, tables.pair_rows, pu_zone * PAIR_KEY_FACTOR + do_zone)
+    borough = _table_rows(tables.borough_keys, tables.borough_rows, pu_borough * PAIR_KEY_FACTOR + do_borough)
+    overall = tables.travel_times.overall if tables.travel_times else (0.0, NAN, NAN)
+
+    def fallback(index: int) -> np.ndarray:
+        return np.where(
+            ~np.isnan(pair[:, index]),
+            pair[:, index],
+            np.where(~np.isnan(borough[:, index]), borough[:, index], overall[index]),
+        )
+
     no_distance = np.isnan(distance_in)
+    estimated = np.where(np.isnan(pair[:, 1]), km / KM_PER_MILE * ROAD_FACTOR, pair[:, 1])
     columns = {
         "pickup_hour": hour,
         "pickup_weekday": iso_weekday,
@@ -385,13 +445,16 @@ def batch_features(frame: pd.DataFrame, tables: FeatureTables) -> np.ndarray:
         "dropoff_lon": do_lon,
         "centroid_distance_km": km,
         "bearing_deg": bearing,
-        "pickup_borough": or_zero(_lookup(tables.borough_array, pu_zone)),
-        "dropoff_borough": or_zero(_lookup(tables.borough_array, do_zone)),
+        "pickup_borough": pu_borough,
+        "dropoff_borough": do_borough,
         "pickup_is_airport": or_zero(_lookup(tables.airport_array, pu_zone)),
         "dropoff_is_airport": or_zero(_lookup(tables.airport_array, do_zone)),
         "same_zone": np.where(~np.isnan(pu_zone) & (pu_zone == do_zone), 1.0, 0.0),
         "trip_distance_filled": np.where(no_distance, MISSING_DISTANCE, distance_in),
-        "distance": np.where(no_distance, km / KM_PER_MILE * ROAD_FACTOR, distance_in),
+        "distance": np.where(no_distance, estimated, distance_in),
+        "pair_trips": np.where(np.isnan(pair[:, 0]), 0.0, pair[:, 0]),
+        "pair_median_miles": fallback(1),
+        "pair_median_minutes": fallback(2),
     }
     matrix = np.empty((n, len(FEATURE_COLUMNS)), dtype=np.float64)
     for index, name in enumerate(FEATURE_COLUMNS):

@@ -24,6 +24,8 @@ from mlflow.pyfunc.model import PythonModel
 
 from taxi_duration.errors import TaxiDurationError
 from taxi_duration.features.definitions import FEATURE_COLUMNS
+from taxi_duration.features.travel_times import TravelTimes
+from taxi_duration.regimes import Regime, regime_of
 from taxi_duration.serve.online_features import FeatureTables, batch_features, trip_features
 
 MODEL_FILE = "model.json"
@@ -108,6 +110,7 @@ class ExportedModel:
         self.version = str(document["model_version"])
         self.kind = str(document["kind"])
         self.metrics: dict[str, Any] = dict(document.get("metrics") or {})
+        self.metrics_by_regime: dict[str, Any] = dict(document.get("metrics_by_regime") or {})
         self.feature_columns: tuple[str, ...] = tuple(document["feature_columns"])
         self.feature_sql_sha256 = str(document.get("feature_sql_sha256", ""))
         self.spark_version = str(document.get("spark_version", ""))
@@ -116,7 +119,9 @@ class ExportedModel:
         if unknown:
             raise ExportedModelError(f"{path or 'document'}: unknown feature columns {unknown}")
         try:
-            self._tables = FeatureTables.from_json(document["feature_tables"])
+            stored = document.get("travel_times")
+            travel_times = TravelTimes.from_json(stored) if stored else None
+            self._tables = FeatureTables.from_json(document["feature_tables"], travel_times)
         except ValueError as exc:
             raise ExportedModelError(f"{path or 'document'}: {exc}") from None
         self._index = [FEATURE_COLUMNS.index(c) for c in self.feature_columns]
@@ -251,6 +256,11 @@ class ExportedModel:
         """The raw model output for one trip: ln(duration in seconds)."""
         return self._score(self.features(trip))
 
+    @staticmethod
+    def regime(trip: Mapping[str, Any]) -> Regime:
+        """Which of the three regimes a trip is scored in (what the request gave: `regimes.regime_of`)."""
+        return regime_of(trip)
+
     def predict_minutes(self, trip: Mapping[str, Any]) -> float:
         """Predicted duration in minutes for one canonical trip (a mapping of canonical column -> value)."""
         full = trip_features(trip, self._tables)
@@ -275,6 +285,7 @@ class ExportedModel:
             "model_version": self.version,
             "kind": self.kind,
             "metrics": self.metrics,
+            "metrics_by_regime": self.metrics_by_regime,
             "features": list(self.feature_columns),
             "spark_version": self.spark_version,
             "exported_at": self.exported_at,

@@ -39,7 +39,7 @@ SCHEMA = pa.schema(
         ("dropoff_longitude", pa.float64()),
         ("passenger_count", pa.int32()),
         ("service", pa.string()),
-        ("distance_source", pa.string()),  # "recorded" (given in the request) or "estimated" (from the zones)
+        ("regime", pa.string()),  # recorded_distance, zones_only or coordinates_only (regimes.py)
         ("duration_minutes", pa.float64()),
         ("model_name", pa.string()),
         ("model_version", pa.string()),

@@ -23,9 +23,11 @@ from pyspark.sql import functions as F
 
 from taxi_duration import __version__
 from taxi_duration.errors import NoDataError
-from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS, LABEL, with_label
+from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS, LABEL, with_features, with_label
+from taxi_duration.features.travel_times import TravelTimes
 from taxi_duration.params import ModelKind, PipelineParams
-from taxi_duration.registry.promotion import PromotionDecision, alias_version, decide_promotion
+from taxi_duration.regimes import REGIMES
+from taxi_duration.registry.promotion import PromotionDecision, alias_version, decide_promotion, regime_regressions
 from taxi_duration.registry.spark_model import load_spark_model, log_spark_model
 from taxi_duration.serve.champion import EXPORTED_ARTIFACT
 from taxi_duration.serve.export import export_model
@@ -34,13 +36,15 @@ from taxi_duration.train import plots
 from taxi_duration.train.evaluate import (
     ACTUAL_MINUTES,
     PREDICTED_MINUTES,
+    as_regime,
     minutes_from_log_seconds,
     regression_metrics,
     with_baseline_prediction,
     zone_pair_medians,
 )
-from taxi_duration.train.pipeline import PREDICTION, build_pipeline, feature_columns, param_grid
+from taxi_duration.train.pipeline import PREDICTION, feature_columns, model_stages, param_grid, with_feature_stage
 from taxi_duration.train.split import cutoff_micros, time_split
+from taxi_duration.train.travel_times import build_travel_times, with_out_of_fold
 
 PLOT_SAMPLE_ROWS = 5000
 # what the pipeline, the baseline and the plots read
@@ -64,6 +68,7 @@ class TrainResult:
     model_kind: str
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
+    metrics_by_regime: dict[str, dict[str, float]]
     promotion: dict[str, Any]
     data: dict[str, Any]
     seconds: dict[str, float]
@@ -89,41 +94,86 @@ def predict_minutes(model: PipelineModel, df: DataFrame) -> DataFrame:
     )
 
 
-def fit_model(train: DataFrame, kind: ModelKind, params: PipelineParams, tune: bool) -> tuple[PipelineModel, dict]:
-    """Fit the pipeline; with `tune`, search the grid with TrainValidationSplit or CrossValidator."""
-    pipeline = build_pipeline(kind, params.train)
-    if not tune:
-        return pipeline.fit(train), {}
-    grid = param_grid(pipeline, kind, params.train)
-    evaluator = RegressionEvaluator(labelCol=LABEL, predictionCol=PREDICTION, metricName="rmse")
-    tune_params = params.train.tune
-    searcher: TrainValidationSplit | CrossValidator
-    if tune_params.method == "cross_validator":
-        searcher = CrossValidator(
-            estimator=pipeline,
-            estimatorParamMaps=grid,
-            evaluator=evaluator,
-            numFolds=tune_params.num_folds,
-            parallelism=tune_params.parallelism,
-            seed=params.train.seed,
-        )
-    else:
-        searcher = TrainValidationSplit(
-            estimator=pipeline,
-            estimatorParamMaps=grid,
-            evaluator=evaluator,
-            trainRatio=0.8,
-            parallelism=tune_params.parallelism,
-            seed=params.train.seed,
-        )
-    search = searcher.fit(train)
-    scores: list[float] = search.avgMetrics if isinstance(search, CrossValidatorModel) else search.validationMetrics
-    best_index = min(range(len(scores)), key=lambda i: scores[i])
-    best = {param.name: value for param, value in grid[best_index].items()}
-    tuning = {"grid_size": len(grid), "best_params": best, "best_log_rmse": scores[best_index]}
-    best_model = search.bestModel
-    assert isinstance(best_model, PipelineModel)
-    return best_model, tuning
+def mask_distance(trips: DataFrame, fraction: float, seed: int) -> DataFrame:
+    """Hide the recorded distance of about `fraction` of the trips (chosen by a hash of trip_id: the same trips on
+    every run and partitioning), so the model learns the zones-only and coordinates-only requests too."""
+    if fraction <= 0:
+        return trips
+    hidden = F.pmod(F.xxhash64(F.col("trip_id"), F.lit(seed + 1)), F.lit(1_000_000)) < F.lit(int(fraction * 1e6))
+    return trips.withColumn(
+        "trip_distance", F.when(hidden, F.lit(None).cast("double")).otherwise(F.col("trip_distance"))
+    )
+
+
+def training_features(train: DataFrame, travel_times: TravelTimes, params: PipelineParams) -> DataFrame:
+    """Training trips -> their feature rows: travel-time columns out of fold, then a share of distances masked."""
+    p = params.train
+    with_table = with_out_of_fold(train, travel_times.min_trips, p.travel_times.folds, p.seed)
+    return with_features(mask_distance(with_table, p.masked_distance_fraction, p.seed), travel_times, out_of_fold=True)
+
+
+def fit_model(
+    train: DataFrame, kind: ModelKind, params: PipelineParams, tune: bool, travel_times: TravelTimes
+) -> tuple[PipelineModel, dict]:
+    """Fit assembler + regressor on the out-of-fold features; with `tune`, search the grid with
+    TrainValidationSplit or CrossValidator. The result carries the feature SQL with the whole table embedded."""
+    featured = training_features(train, travel_times, params).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        pipeline = model_stages(kind, params.train)
+        if not tune:
+            return with_feature_stage(pipeline.fit(featured), travel_times), {}
+        grid = param_grid(pipeline, kind, params.train)
+        evaluator = RegressionEvaluator(labelCol=LABEL, predictionCol=PREDICTION, metricName="rmse")
+        tune_params = params.train.tune
+        searcher: TrainValidationSplit | CrossValidator
+        if tune_params.method == "cross_validator":
+            searcher = CrossValidator(
+                estimator=pipeline,
+                estimatorParamMaps=grid,
+                evaluator=evaluator,
+                numFolds=tune_params.num_folds,
+                parallelism=tune_params.parallelism,
+                seed=params.train.seed,
+            )
+        else:
+            searcher = TrainValidationSplit(
+                estimator=pipeline,
+                estimatorParamMaps=grid,
+                evaluator=evaluator,
+                trainRatio=0.8,
+                parallelism=tune_params.parallelism,
+                seed=params.train.seed,
+            )
+        search = searcher.fit(featured)
+        scores: list[float] = search.avgMetrics if isinstance(search, CrossValidatorModel) else search.validationMetrics
+        best_index = min(range(len(scores)), key=lambda i: scores[i])
+        best = {param.name: value for param, value in grid[best_index].items()}
+        tuning = {"grid_size": len(grid), "best_params": best, "best_log_rmse": scores[best_index]}
+        best_model = search.bestModel
+        assert isinstance(best_model, PipelineModel)
+        return with_feature_stage(best_model, travel_times), tuning
+    finally:
+        featured.unpersist()
+
+
+def metrics_by_regime(model: PipelineModel, valid_with_baseline: DataFrame) -> dict[str, dict[str, float]]:
+    """The validation trips put in each regime (`evaluate.as_regime`) and scored: rmsle (minutes), rmsle_seconds,
+    rmse_minutes, the zone-pair baseline's rmsle on the same trips, rows. Regimes with no trips are left out."""
+    out: dict[str, dict[str, float]] = {}
+    for regime in REGIMES:
+        scored = predict_minutes(model, as_regime(valid_with_baseline, regime))
+        metrics = regression_metrics(scored)
+        if not metrics["rows"] or metrics["rows"] != metrics["rows"]:
+            continue
+        baseline = regression_metrics(scored, predicted="baseline_minutes")
+        out[regime] = {
+            "rmsle": metrics["rmsle"],
+            "rmsle_seconds": metrics["rmsle_seconds"],
+            "rmse_minutes": metrics["rmse_minutes"],
+            "baseline_rmsle": baseline["rmsle"],
+            "rows": metrics["rows"],
+        }
+    return out
 
 
 def _importances(model: PipelineModel, kind: ModelKind) -> list[float]:
@@ -161,25 +211,34 @@ def run_train(
                 f"not enough trips to split by time: {stats['train_rows']} before and "
                 f"{stats['validation_rows']} after the cutoff; ingest more data"
             )
+        cutoff_text = datetime.fromtimestamp(cutoff / 1e6).isoformat()
+        with _timed(timings, "travel_times"):
+            travel_times = build_travel_times(
+                train,
+                train_params.travel_times.min_trips,
+                {"first_pickup": stats["first_pickup"], "before": cutoff_text, "trips": stats["train_rows"]},
+            )
         with _timed(timings, "fit"):
-            model, tuning = fit_model(train, kind, params, tune)
+            model, tuning = fit_model(train, kind, params, tune, travel_times)
         with _timed(timings, "evaluate"):
-            scored = predict_minutes(model, valid).transform(with_baseline_prediction(zone_pair_medians(train)))
-            scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+            valid_with_baseline = valid.transform(with_baseline_prediction(zone_pair_medians(train)))
+            scored = predict_minutes(model, valid_with_baseline).persist(StorageLevel.MEMORY_AND_DISK)
             metrics = regression_metrics(scored)
             baseline = regression_metrics(scored, predicted="baseline_minutes")
-        data = {**data_info, **stats, "cutoff": datetime.fromtimestamp(cutoff / 1e6).isoformat()}
+            by_regime = metrics_by_regime(model, valid_with_baseline)
+        data = {**data_info, **stats, "cutoff": cutoff_text, "travel_time_pairs": len(travel_times.pairs)}
         with mlflow.start_run(experiment_id=experiment_id) as run:
             with _timed(timings, "log_run"):
                 _log_run(model, kind, params, tune, tuning, metrics, baseline, data, scored)
+                _log_regimes(by_regime, travel_times)
             with _timed(timings, "log_model"):
                 model_uri = log_spark_model(model, trips.sparkSession)
             with _timed(timings, "register"):
                 version, decision = _register_and_promote(
-                    model_uri, model_name, params, run.info.run_id, metrics, valid
+                    model_uri, model_name, params, run.info.run_id, metrics, by_regime, valid_with_baseline
                 )
             with _timed(timings, "export"):
-                _log_exported(model_uri, model_name, version, metrics)
+                _log_exported(model_uri, model_name, version, metrics, by_regime)
             mlflow.log_metrics({f"seconds_{step}": value for step, value in timings.items()})
         scored.unpersist()
     finally:
@@ -192,6 +251,7 @@ def run_train(
         model_kind=kind,
         metrics=metrics,
         baseline_metrics=baseline,
+        metrics_by_regime=by_regime,
         promotion=asdict(decision),
         data=data,
         seconds=timings,
@@ -282,13 +342,30 @@ def _log_run(
         mlflow.log_artifacts(str(folder), "plots")
 
 
-def _log_exported(model_uri: str, model_name: str, version: str, metrics: dict[str, float]) -> None:
+def _log_regimes(by_regime: dict[str, dict[str, float]], travel_times: TravelTimes) -> None:
+    """Per-regime metrics as `<regime>_<metric>` and as one JSON; the travel-time table the model embeds."""
+    mlflow.log_metrics(
+        {f"{regime}_{name}": value for regime, values in by_regime.items() for name, value in values.items()}
+    )
+    mlflow.log_dict(by_regime, "metrics_by_regime.json")
+    mlflow.log_dict(travel_times.to_json(), "travel_times.json")
+
+
+def _log_exported(
+    model_uri: str,
+    model_name: str,
+    version: str,
+    metrics: dict[str, float],
+    by_regime: dict[str, dict[str, float]],
+) -> None:
     """Log the JVM-free form of the model (trees/coefficients as JSON) with the same run: what the API serves.
 
     Read from the logged MLflow artifact, not from the live model, so it works wherever the artifact store is."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
-        exported = export_model(local, Path(tmp) / EXPORTED_ARTIFACT, model_name, version, metrics)
+        exported = export_model(
+            local, Path(tmp) / EXPORTED_ARTIFACT, model_name, version, metrics, metrics_by_regime=by_regime
+        )
         mlflow.log_artifacts(str(exported), EXPORTED_ARTIFACT)
         log_exported_pyfunc(exported)
 
@@ -299,6 +376,7 @@ def _register_and_promote(
     params: PipelineParams,
     run_id: str,
     metrics: dict[str, float],
+    by_regime: dict[str, dict[str, float]],
     valid: DataFrame,
 ) -> tuple[str, PromotionDecision]:
     client = MlflowClient()
@@ -308,12 +386,16 @@ def _register_and_promote(
     metric = params.train.promote_metric
     champion_version = alias_version(client, model_name, aliases.champion_alias)
     champion_score: float | None = None
+    regressions: list[str] = []
     if champion_version is not None:
-        # the champion is scored on this run's validation trips, so both numbers mean the same thing
+        # the champion is scored on this run's validation trips, in every regime, so the numbers mean the same
         champion = load_spark_model(f"models:/{model_name}@{aliases.champion_alias}", valid.sparkSession)
         champion_score = regression_metrics(predict_minutes(champion, valid))[metric]
         mlflow.log_metric(f"champion_{metric}", champion_score)
-    decision = decide_promotion(metric, metrics[metric], champion_score, champion_version)
+        champion_by_regime = metrics_by_regime(champion, valid)
+        mlflow.log_metrics({f"champion_{r}_rmsle": m["rmsle"] for r, m in champion_by_regime.items()})
+        regressions = regime_regressions(by_regime, champion_by_regime, params.train.regime_tolerance)
+    decision = decide_promotion(metric, metrics[metric], champion_score, champion_version, regressions)
     if decision.promote:
         client.set_registered_model_alias(model_name, aliases.champion_alias, version)
     decision_text = json.dumps(asdict(decision))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.ml import Pipeline
+from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import SQLTransformer, VectorAssembler
 from pyspark.ml.param import Param
 from pyspark.ml.regression import GBTRegressor, LinearRegression, RandomForestRegressor
 from pyspark.ml.tuning import ParamGridBuilder
 
 from taxi_duration.features.definitions import CLASSIC_FEATURE_COLUMNS, FEATURE_COLUMNS, LABEL, feature_sql
+from taxi_duration.features.travel_times import TravelTimes
 from taxi_duration.params import ModelKind, TrainParams
 
 FEATURES_VECTOR = "features"
@@ -31,14 +32,27 @@ def _estimator(kind: ModelKind, params: TrainParams) -> GBTRegressor | RandomFor
     return LinearRegression(**common, **params.linear)
 
 
-def build_pipeline(kind: ModelKind, params: TrainParams) -> Pipeline:
-    """A pipeline that takes canonical trips (with `label` for fitting) and adds `prediction` (ln seconds)."""
+def model_stages(kind: ModelKind, params: TrainParams) -> Pipeline:
+    """Assembler -> regressor over trips that already carry their features (fitted on out-of-fold features)."""
     return Pipeline(
         stages=[
-            SQLTransformer(statement=feature_sql()),
             VectorAssembler(inputCols=list(feature_columns(kind)), outputCol=FEATURES_VECTOR, handleInvalid="keep"),
             _estimator(kind, params),
         ]
+    )
+
+
+def with_feature_stage(fitted: PipelineModel, travel_times: TravelTimes | None) -> PipelineModel:
+    """The model users get: the feature SQL (the travel-time table embedded) in front of the fitted stages, so it
+    takes canonical trips."""
+    return PipelineModel(stages=[SQLTransformer(statement=feature_sql(travel_times)), *fitted.stages])
+
+
+def build_pipeline(kind: ModelKind, params: TrainParams, travel_times: TravelTimes | None = None) -> Pipeline:
+    """A pipeline that takes canonical trips (with `label` for fitting) and adds `prediction` (ln seconds); its
+    pair features read `travel_times` in-sample (tests and small fits; `train` fits out of fold)."""
+    return Pipeline(
+        stages=[SQLTransformer(statement=feature_sql(travel_times)), *model_stages(kind, params).getStages()]
     )
 
 

@@ -130,11 +130,15 @@ async function estimate(event) {
       return;
     }
     document.getElementById("minutes").textContent = body.duration_minutes.toFixed(1);
-    const how = body.distance_source === "recorded" ? "with the distance you gave" : "distance estimated from the zones";
+    const how = {
+      recorded_distance: "regime recorded_distance: with the distance you gave",
+      zones_only: "regime zones_only: distance estimated from the zone pair",
+      coordinates_only: "regime coordinates_only: zones from the coordinates",
+    }[body.regime] || `regime ${body.regime}`;
     document.getElementById("answer-detail").textContent =
       `${how} · model ${body.model_name} v${body.model_version}`;
     answer.dataset.minutes = String(body.duration_minutes);
-    answer.dataset.distanceSource = body.distance_source;
+    answer.dataset.regime = body.regime;
     answer.hidden = false;
   } catch (exc) {
     error.textContent = `No answer from the server (${exc}).`;
