@@ -344,6 +344,8 @@ def publish(
     for name in replaced:
         (root / name).unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (root / STAGING).rmdir()  # when no other staging is left
     for table in tables:
         _remove_empty_dirs(root / table)
     return version

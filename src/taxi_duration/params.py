@@ -47,6 +47,8 @@ class TrainParams(_Strict):
     linear: dict[str, Any] = Field(default_factory=dict)
     tune: TuneParams = Field(default_factory=lambda: TuneParams())
     promote_metric: Literal["rmsle", "rmse_minutes", "mae_minutes"] = "rmsle"
+    # a challenger replaces the champion only if lower by more than this fraction of the champion's value
+    promote_tolerance: float = Field(0.001, ge=0, lt=1)
 
 
 class RegistryParams(_Strict):

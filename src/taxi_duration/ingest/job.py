@@ -118,8 +118,10 @@ def run_ingest(
         formats = {source.path: fmt.name for source, _, fmt in planned}
         report = _report(spark, formats, source_ids, rows_in, staging / tables[0], staging / tables[1])
         report.trips_path, report.quarantine_path = str(trips_path), str(quarantine_path)
-        sources = {source.source_id: {"path": source.path, "format": fmt.name, **source.fingerprint()}
-                   for source, _, fmt in planned}
+        sources = {
+            source.source_id: {"path": source.path, "format": fmt.name, **source.fingerprint()}
+            for source, _, fmt in planned
+        }
         lakehouse.publish(root, staging, sources, report.to_dict(), tables)
     if report_path is not None:
         # a copy of the committed report for people and tools; lakehouse.committed_quality_report is the truth
