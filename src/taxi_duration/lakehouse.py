@@ -100,7 +100,7 @@ def _data_files(root: Path, table: str) -> list[str]:
     folder = root / table
     if not folder.is_dir():
         return []
-    found = []
+    found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
         found.extend(
@@ -135,7 +135,7 @@ def latest_snapshot(root: Path | str, tables: Iterable[str] = ("trips", "quarant
     listed = {table: _data_files(root, table) for table in tables}
     if not any((root / table).is_dir() for table in tables):
         return None
-    sources = {s: {} for files in listed.values() for f in files if (s := source_of(f))}
+    sources: dict[str, dict[str, Any]] = {s: {} for files in listed.values() for f in files if (s := source_of(f))}
     return Snapshot(version=0, tables=listed, sources=sources)
 
 
@@ -315,7 +315,7 @@ def replace_sources(
     replaced: list[str] = []
     names = set(previous.tables if previous else ()) | set(new_files)
     for table in sorted(names):
-        kept = []
+        kept: list[str] = []
         for name in previous.files(table) if previous else []:
             (replaced if source_of(name) in replaced_ids else kept).append(name)
         tables[table] = sorted(kept + new_files.get(table, []))
