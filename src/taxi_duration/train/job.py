@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -370,8 +371,12 @@ def _check_loadable(client: MlflowClient, run_id: str, model_uri: str, model: Pi
         )
         pyfunc_uri = _logged_model_uri(client, run_id, PYFUNC_ARTIFACT)
         (Path(tmp) / "pyfunc").mkdir()
-        pyfunc = mlflow.pyfunc.load_model(pyfunc_uri, dst_path=str(Path(tmp) / "pyfunc"))
-        minutes = pyfunc.predict(trips[list(FEATURE_INPUT_COLUMNS)])
+        saved_path = list(sys.path)  # loading puts the model's code folder (a copy of this package) first
+        try:
+            pyfunc = mlflow.pyfunc.load_model(pyfunc_uri, dst_path=str(Path(tmp) / "pyfunc"))
+            minutes = pyfunc.predict(trips[list(FEATURE_INPUT_COLUMNS)])
+        finally:
+            sys.path[:] = saved_path
         _same_minutes("the pyfunc model", expected, trips.assign(**{PREDICTED_MINUTES: minutes}))
     logged = {a.path for a in client.list_artifacts(run_id, "plots")}
     missing = sorted({f"plots/{name}" for name in PLOT_FILES} - logged)
