@@ -57,6 +57,7 @@ def measure(base: Path, model_ws: Path, batches: int, files_per_batch: int) -> d
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     from pyspark.sql import functions as F
 
+    from taxi_duration.lakehouse import read_trips
     from taxi_duration.params import QualityParams
     from taxi_duration.settings import Settings
     from taxi_duration.spark import get_spark
@@ -103,7 +104,7 @@ def measure(base: Path, model_ws: Path, batches: int, files_per_batch: int) -> d
     reused = BatchClassifier(QualityParams())
     reused(lines, planned)
     model, _ = tracker.current(spark)
-    trips = spark.read.parquet(str(model_ws / "lakehouse" / "trips"))
+    trips = read_trips(spark, model_ws / "lakehouse" / "trips")  # the committed trips, as every stage reads them
     pieces = {
         "classify_plan_fresh_classifier": median_seconds(lambda: BatchClassifier(QualityParams())(lines, planned), 5),
         "classify_plan_reused_classifier": median_seconds(lambda: reused(lines, planned), 5),

@@ -56,7 +56,7 @@ def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: Spa
     assert linear["model_version"] == "2"
     decision = linear["promotion"]
     assert decision["champion_version"] == "1"
-    assert decision["promote"] is (decision["challenger"] < decision["champion"])
+    assert decision["promote"] is (decision["challenger"] < decision["champion"] * (1 - decision["tolerance"]))
     client = MlflowClient(tracking_uri=f"sqlite:///{workspace.resolve() / 'mlflow.db'}")
     champion = str(client.get_model_version_by_alias("taxi-duration", "champion").version)
     challenger = str(client.get_model_version_by_alias("taxi-duration", "challenger").version)

@@ -204,5 +204,5 @@ def test_regime_gate() -> None:
     worse = {"recorded_distance": {"rmsle": 0.28}, "zones_only": {"rmsle": 0.50}}
     reasons = regime_regressions(worse, champion, 0.02)
     assert len(reasons) == 1 and reasons[0].startswith("zones_only rmsle 0.50000 > champion 0.40000")
-    decision = decide_promotion("rmsle", 0.28, 0.30, "3", reasons)
+    decision = decide_promotion("rmsle", 0.28, 0.30, "3", regressions=reasons)
     assert decision.promote is False and "zones_only" in decision.reason

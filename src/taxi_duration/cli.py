@@ -880,16 +880,31 @@ def bench_compare(
     raise_on_failure(summary)
 
 
+def _fail(message: str, code: int, as_json: bool, hint: str = "") -> None:
+    """The one way a failed command ends: one terminal-safe line on stderr (control characters from users' files
+    escaped), with --json also `{"error": ..., "code": ...}` as the last line of stdout, and the exit code."""
+    from taxi_duration.errors import terminal_safe
+
+    sys.stderr.write(f"error: {terminal_safe(message)}\n{hint}")
+    if as_json:
+        _emit_json({"error": message, "code": code})
+    sys.exit(code)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    as_json = "--json" in sys.argv[1:]
     try:
         app()
     except TaxiDurationError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code, as_json)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        _fail("interrupted", 130, as_json)
+    except SystemExit as exc:  # usage errors (bad option, missing argument) were printed by typer
+        if as_json and exc.code not in (0, None):
+            code = exc.code if isinstance(exc.code, int) else 1
+            _emit_json({"error": "invalid command line (the message above says what)", "code": code})
+        raise
     except Exception as exc:
         from py4j.protocol import Py4JJavaError
         from pyspark.errors import PySparkException
@@ -897,8 +912,9 @@ def main() -> None:
         from taxi_duration.ingest.readers import spark_error_summary
 
         if isinstance(exc, PySparkException | Py4JJavaError) and not os.environ.get("TAXI_DURATION_DEBUG"):
-            sys.stderr.write(f"error: {spark_error_summary(exc)}\n(set TAXI_DURATION_DEBUG=1 for the full trace)\n")
-            sys.exit(1)
+            _fail(spark_error_summary(exc), 1, as_json, "(set TAXI_DURATION_DEBUG=1 for the full trace)\n")
+        if as_json:
+            _emit_json({"error": f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300], "code": 1})
         raise
 
 

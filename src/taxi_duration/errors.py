@@ -32,3 +32,15 @@ class BenchmarkError(TaxiDurationError):
     different results from the same data."""
 
     exit_code = 3
+
+
+# C0 controls (except tab and newline), DEL and C1 controls: ESC starts terminal escape sequences, BEL rings,
+# NUL and the C1 range (0x9b is a one-byte CSI) can also drive a terminal
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x00, 0x20), *range(0x7F, 0xA0)] if code not in (0x09, 0x0A)}
+_CONTROL[0x0A] = "\\n"  # a message stays one line
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with control characters written as escapes (`\\x1b`), so bytes from a user's file shown in a
+    message cannot clear the screen, set the terminal title or split the message over lines."""
+    return text.translate(_CONTROL)

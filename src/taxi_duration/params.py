@@ -57,6 +57,8 @@ class TrainParams(_Strict):
     travel_times: TravelTimeParams = Field(default_factory=lambda: TravelTimeParams())
     # a challenger worse than the champion in any regime by more than this (relative RMSLE) is not promoted
     regime_tolerance: float = Field(0.02, ge=0)
+    # a challenger replaces the champion only if lower by more than this fraction of the champion's value
+    promote_tolerance: float = Field(0.001, ge=0, lt=1)
 
 
 class RegistryParams(_Strict):

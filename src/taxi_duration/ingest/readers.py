@@ -29,11 +29,26 @@ class Source:
 
     @property
     def source_id(self) -> str:
-        """A short, path-safe, stable id: the file name plus a hash of the full path."""
+        """A short, path-safe, stable id: the file name plus a hash of the full path. Local paths are resolved
+        (symlinks, `..`) when the source is listed, so one file has one id however it is named."""
         base = os.path.basename(self.path.rstrip("/")) or "input"
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", base)[:60]
         digest = hashlib.sha1(self.path.encode("utf-8")).hexdigest()[:8]
         return f"{stem}-{digest}"
+
+    def fingerprint(self) -> dict[str, int]:
+        """Size and modification time of a local file (of its part files, for a folder), recorded with the
+        commit that ingested it: which version of the file the tables hold. Empty for remote sources."""
+        if _REMOTE_SCHEME.match(self.path) or not os.path.exists(self.path):
+            return {}
+        if os.path.isfile(self.path):
+            stat = os.stat(self.path)
+            return {"size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        stats = [entry.stat() for entry in os.scandir(self.path) if entry.is_file()]
+        return {
+            "size_bytes": sum(s.st_size for s in stats),
+            "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+        }
 
 
 def _kind_of(path: str) -> str | None:
@@ -65,13 +80,15 @@ def expand_sources(paths: list[str]) -> list[Source]:
         if not matches or not all(os.path.exists(match) for match in matches):
             raise UnreadableInputError(f"{given}: no such file or folder")
         for match in matches:
-            sources.extend(_expand_local(os.path.abspath(match), given))
+            sources.extend(_expand_local(os.path.realpath(match), given))
     if not sources:
         raise UnreadableInputError(f"{', '.join(paths)}: no CSV or Parquet trip files found")
-    return sources
+    # one file named twice (directly, through a symlink, through its folder) is read once
+    return list(dict.fromkeys(sources))
 
 
 def _expand_local(path: str, given: str) -> list[Source]:
+    path = os.path.realpath(path)  # a symlinked file in a folder is the file it points to
     if os.path.isfile(path):
         kind = _kind_of(path)
         if kind is None:

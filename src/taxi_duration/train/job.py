@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.pyfunc
+import pandas as pd
 from mlflow.tracking import MlflowClient
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
@@ -22,16 +25,26 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from taxi_duration import __version__
-from taxi_duration.errors import NoDataError
+from taxi_duration.errors import NoDataError, TaxiDurationError
+from taxi_duration.faults import crash_point
 from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS, LABEL, with_features, with_label
 from taxi_duration.features.travel_times import TravelTimes
 from taxi_duration.params import ModelKind, PipelineParams
 from taxi_duration.regimes import REGIMES
-from taxi_duration.registry.promotion import PromotionDecision, alias_version, decide_promotion, regime_regressions
+from taxi_duration.registry.promotion import (
+    PromotionDecision,
+    alias_version,
+    decide_promotion,
+    next_version,
+    process_tags,
+    recover_interrupted_runs,
+    regime_regressions,
+    register_and_promote,
+)
 from taxi_duration.registry.spark_model import load_spark_model, log_spark_model
-from taxi_duration.serve.champion import EXPORTED_ARTIFACT
+from taxi_duration.serve.champion import EXPORTED_ARTIFACT, load_registered
 from taxi_duration.serve.export import export_model
-from taxi_duration.serve.predictor import log_exported_pyfunc
+from taxi_duration.serve.predictor import ExportedModel, log_exported_pyfunc
 from taxi_duration.train import plots
 from taxi_duration.train.evaluate import (
     ACTUAL_MINUTES,
@@ -47,6 +60,16 @@ from taxi_duration.train.split import cutoff_micros, time_split
 from taxi_duration.train.travel_times import build_travel_times, with_out_of_fold
 
 PLOT_SAMPLE_ROWS = 5000
+PYFUNC_ARTIFACT = "exported_model"  # log_exported_pyfunc's default name
+PLOT_FILES = ("feature_importance.png", "residuals_by_hour.png", "predicted_vs_actual.png")
+
+
+class TrainCheckError(TaxiDurationError):
+    """A logged model that does not load back or predicts differently: nothing is registered."""
+
+    exit_code = 3
+
+
 # what the pipeline, the baseline and the plots read
 MODEL_INPUT_COLUMNS = ("trip_id", *FEATURE_INPUT_COLUMNS, "duration_s", LABEL)
 
@@ -72,6 +95,7 @@ class TrainResult:
     promotion: dict[str, Any]
     data: dict[str, Any]
     seconds: dict[str, float]
+    recovered_runs: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,9 +217,15 @@ def run_train(
     experiment_id: str,
     data_info: dict[str, Any],
 ) -> TrainResult:
-    """Train, evaluate, log and register one model; promote it if it beats the champion."""
+    """Train, evaluate, log and register one model; promote it if it beats the champion.
+
+    Everything the version needs is logged and loaded back before it is registered; the champion alias moves
+    last. Trains killed earlier are finished or undone first (registry/promotion.py)."""
     train_params = params.train
     timings: dict[str, float] = {}
+    recovered = recover_interrupted_runs(
+        MlflowClient(), experiment_id, model_name, params.registry.challenger_alias, params.registry.champion_alias
+    )
     labeled = training_frame(trips, train_params.sample_fraction, train_params.seed).select(*MODEL_INPUT_COLUMNS)
     with _timed(timings, "split"):
         cutoff = cutoff_micros(labeled, train_params.validation_fraction)
@@ -227,25 +257,48 @@ def run_train(
             baseline = regression_metrics(scored, predicted="baseline_minutes")
             by_regime = metrics_by_regime(model, valid_with_baseline)
         data = {**data_info, **stats, "cutoff": cutoff_text, "travel_time_pairs": len(travel_times.pairs)}
-        with mlflow.start_run(experiment_id=experiment_id) as run:
+        client = MlflowClient()
+        aliases = params.registry
+        start_tags = {**process_tags(), "taxi_duration_version": __version__}
+        with mlflow.start_run(experiment_id=experiment_id, tags=start_tags) as run:
+            run_id = run.info.run_id
             with _timed(timings, "log_run"):
                 _log_run(model, kind, params, tune, tuning, metrics, baseline, data, scored)
                 _log_regimes(by_regime, travel_times)
+            crash_point("train:logged_run")
             with _timed(timings, "log_model"):
                 model_uri = log_spark_model(model, trips.sparkSession)
-            with _timed(timings, "register"):
-                version, decision = _register_and_promote(
-                    model_uri, model_name, params, run.info.run_id, metrics, by_regime, valid_with_baseline
-                )
+            crash_point("train:logged_model")
+            expected_version = next_version(client, model_name)
             with _timed(timings, "export"):
-                _log_exported(model_uri, model_name, version, metrics, by_regime)
+                _log_exported(model_uri, model_name, expected_version, metrics, by_regime)
+            crash_point("train:logged_exported")
+            with _timed(timings, "check"):
+                _check_loadable(client, run_id, model_uri, model, valid)
+            crash_point("train:checked")
+            with _timed(timings, "decide"):
+                decision = _decide(client, model_name, params, metrics, by_regime, valid_with_baseline)
             mlflow.log_metrics({f"seconds_{step}": value for step, value in timings.items()})
+            mlflow.set_tags(
+                {"promotion_decision": json.dumps(asdict(decision)), "promoted": str(decision.promote).lower()}
+            )
+            version = register_and_promote(
+                client,
+                model_uri=model_uri,
+                model_name=model_name,
+                run_id=run_id,
+                decision=decision,
+                metrics=metrics,
+                challenger_alias=aliases.challenger_alias,
+                champion_alias=aliases.champion_alias,
+                relog_for_version=lambda v: _log_exported(model_uri, model_name, v, metrics, by_regime, pyfunc=False),
+            )
         scored.unpersist()
     finally:
         train.unpersist()
         valid.unpersist()
     return TrainResult(
-        run_id=run.info.run_id,
+        run_id=run_id,
         model_name=model_name,
         model_version=version,
         model_kind=kind,
@@ -255,6 +308,7 @@ def run_train(
         promotion=asdict(decision),
         data=data,
         seconds=timings,
+        recovered_runs=recovered,
     )
 
 
@@ -357,6 +411,8 @@ def _log_exported(
     version: str,
     metrics: dict[str, float],
     by_regime: dict[str, dict[str, float]],
+    *,
+    pyfunc: bool = True,
 ) -> None:
     """Log the JVM-free form of the model (trees/coefficients as JSON) with the same run: what the API serves.
 
@@ -367,41 +423,90 @@ def _log_exported(
             local, Path(tmp) / EXPORTED_ARTIFACT, model_name, version, metrics, metrics_by_regime=by_regime
         )
         mlflow.log_artifacts(str(exported), EXPORTED_ARTIFACT)
-        log_exported_pyfunc(exported)
+        if pyfunc:
+            log_exported_pyfunc(exported)
 
 
-def _register_and_promote(
-    model_uri: str,
+CHECK_ROWS = 200  # validation trips predicted by each logged form before the version is registered
+CHECK_TOLERANCE_MINUTES = 1e-6
+
+
+def _check_loadable(client: MlflowClient, run_id: str, model_uri: str, model: PipelineModel, valid: DataFrame) -> None:
+    """Load back what was logged (Spark model, exported model, pyfunc, plots) and predict real trips with each:
+    a version is registered only if every form serves, and serves the same minutes as the model just fitted."""
+    ids = [row["trip_id"] for row in valid.select("trip_id").limit(CHECK_ROWS).collect()]
+    sample = valid.filter(F.col("trip_id").isin(ids))
+    expected = predict_minutes(model, sample).select("trip_id", PREDICTED_MINUTES).toPandas()
+    reloaded = predict_minutes(load_spark_model(model_uri, valid.sparkSession), sample)
+    got = reloaded.select("trip_id", PREDICTED_MINUTES).toPandas()
+    _same_minutes("the logged Spark model", expected, got)
+    trips = sample.select(*FEATURE_INPUT_COLUMNS, "trip_id").toPandas()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{EXPORTED_ARTIFACT}", dst_path=tmp)
+        exported = ExportedModel.load(folder)
+        _same_minutes(
+            "the exported model", expected, trips.assign(**{PREDICTED_MINUTES: exported.predict_batch(trips)})
+        )
+        pyfunc_uri = _logged_model_uri(client, run_id, PYFUNC_ARTIFACT)
+        (Path(tmp) / "pyfunc").mkdir()
+        saved_path = list(sys.path)  # loading puts the model's code folder (a copy of this package) first
+        try:
+            pyfunc = mlflow.pyfunc.load_model(pyfunc_uri, dst_path=str(Path(tmp) / "pyfunc"))
+            minutes = pyfunc.predict(trips[list(FEATURE_INPUT_COLUMNS)])
+        finally:
+            sys.path[:] = saved_path
+        _same_minutes("the pyfunc model", expected, trips.assign(**{PREDICTED_MINUTES: minutes}))
+    logged = {a.path for a in client.list_artifacts(run_id, "plots")}
+    missing = sorted({f"plots/{name}" for name in PLOT_FILES} - logged)
+    if missing:
+        raise TrainCheckError(f"run {run_id}: plots not logged: {', '.join(missing)}")
+
+
+def _same_minutes(what: str, expected: pd.DataFrame, got: pd.DataFrame) -> None:
+    joined = expected.merge(got[["trip_id", PREDICTED_MINUTES]], on="trip_id", suffixes=("", "_got"))
+    if len(joined) != len(expected):
+        raise TrainCheckError(f"{what}: predicted {len(joined)} of {len(expected)} check trips")
+    gap = (joined[PREDICTED_MINUTES] - joined[f"{PREDICTED_MINUTES}_got"]).abs().max()
+    if len(joined) and not gap <= CHECK_TOLERANCE_MINUTES:
+        raise TrainCheckError(f"{what} predicts up to {gap:.3g} minutes away from the fitted model")
+
+
+def _logged_model_uri(client: MlflowClient, run_id: str, name: str) -> str:
+    """The URI of the model logged under `name` in the run (MLflow 3 logs models outside the run's folder)."""
+    experiment_id = client.get_run(run_id).info.experiment_id
+    for logged in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'"):
+        if logged.name == name:
+            return f"models:/{logged.model_id}"
+    raise TrainCheckError(f"run {run_id}: no logged model named {name}")
+
+
+def _decide(
+    client: MlflowClient,
     model_name: str,
     params: PipelineParams,
-    run_id: str,
     metrics: dict[str, float],
     by_regime: dict[str, dict[str, float]],
     valid: DataFrame,
-) -> tuple[str, PromotionDecision]:
-    client = MlflowClient()
-    aliases = params.registry
-    version = str(mlflow.register_model(model_uri, model_name).version)
-    client.set_registered_model_alias(model_name, aliases.challenger_alias, version)
+) -> PromotionDecision:
+    """Score the champion on this run's validation trips, so both numbers mean the same thing. A champion that
+    cannot be served (its exported model missing: a train killed by older versions) does not defend its place."""
     metric = params.train.promote_metric
-    champion_version = alias_version(client, model_name, aliases.champion_alias)
+    tolerance = params.train.promote_tolerance
+    champion_version = alias_version(client, model_name, params.registry.champion_alias)
     champion_score: float | None = None
     regressions: list[str] = []
     if champion_version is not None:
-        # the champion is scored on this run's validation trips, in every regime, so the numbers mean the same
-        champion = load_spark_model(f"models:/{model_name}@{aliases.champion_alias}", valid.sparkSession)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                load_registered(model_name, champion_version, Path(tmp))
+        except Exception as exc:
+            why = f"champion v{champion_version} cannot be served ({exc.__class__.__name__}); replaced"
+            return PromotionDecision(True, metric, metrics[metric], None, champion_version, why, tolerance)
+        champion = load_spark_model(f"models:/{model_name}@{params.registry.champion_alias}", valid.sparkSession)
         champion_score = regression_metrics(predict_minutes(champion, valid))[metric]
         mlflow.log_metric(f"champion_{metric}", champion_score)
+        # ... and in every regime: a challenger worse in one of them beyond train.regime_tolerance is not promoted
         champion_by_regime = metrics_by_regime(champion, valid)
         mlflow.log_metrics({f"champion_{r}_rmsle": m["rmsle"] for r, m in champion_by_regime.items()})
         regressions = regime_regressions(by_regime, champion_by_regime, params.train.regime_tolerance)
-    decision = decide_promotion(metric, metrics[metric], champion_score, champion_version, regressions)
-    if decision.promote:
-        client.set_registered_model_alias(model_name, aliases.champion_alias, version)
-    decision_text = json.dumps(asdict(decision))
-    mlflow.set_tags({"promotion_decision": decision_text, "promoted": str(decision.promote).lower()})
-    client.set_model_version_tag(model_name, version, "promotion_decision", decision_text)
-    client.set_model_version_tag(model_name, version, "run_id", run_id)
-    for name, value in metrics.items():
-        client.set_model_version_tag(model_name, version, f"validation_{name}", str(value))
-    return version, decision
+    return decide_promotion(metric, metrics[metric], champion_score, champion_version, tolerance, regressions)
