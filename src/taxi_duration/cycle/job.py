@@ -263,8 +263,8 @@ def run_cycle(
         log(f"monitor: {'ALERT: ' + '; '.join(monitored.reasons) if alert else 'no alert'}")
 
     if alert or force or champion is None:
-        months = params.train.window_months
-        train_window = recent_months(trips, months) if months else None
+        window_months = params.train.window_months
+        train_window = recent_months(trips, window_months) if window_months else None
         experiment_id = configure_mlflow(settings)
         trained = run_train(
             trips,

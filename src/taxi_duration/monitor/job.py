@@ -294,6 +294,8 @@ def run_monitor(
     if not reference[0] < reference[1]:
         raise ConfigError(f"--reference-from {reference[0]} must be before --reference-to {reference[1]}")
 
+    current_trips: DataFrame
+    stored_current: DataFrame | None
     if request.source == "stream":
         if stream_predictions is None:
             raise NoDataError("no stream predictions yet; run `taxi-duration stream` first")
@@ -302,7 +304,7 @@ def run_monitor(
     else:
         current_trips, stored_current, label_current = trips, predictions, trips_label
     rows_current, _, first, last = _window_counts(current_trips, request.current, request.current)
-    _, rows_reference, ref_first, ref_last = _window_counts(trips, reference, reference)
+    _, rows_reference, _, _ = _window_counts(trips, reference, reference)
     if rows_current < params.min_current_rows:
         held = f"it holds pickups from {first} to {last}" if first is not None else "it holds no trips"
         raise NoDataError(
@@ -372,7 +374,7 @@ def run_monitor(
         quality = quarantine_shares(trips, quarantine, periods).toPandas()
         timings["quality"] = round(time.perf_counter() - mark, 2)
 
-    overall_counts = counts.groupby([PERIOD, "feature", "bin"], as_index=False)["rows"].sum()
+    overall_counts = pd.DataFrame(counts.groupby([PERIOD, "feature", "bin"], as_index=False)["rows"].sum())
     overall = drift_table(overall_counts, None, params.psi_threshold, params.js_threshold)
     per_window = drift_table(counts, WINDOW_START, params.psi_threshold, params.js_threshold)
 
@@ -447,7 +449,7 @@ def run_monitor(
         source=request.source,
         zero_variance_features=sorted(profile.zero_variance),
         features=feature_rows,
-        quality=quality.to_dict(orient="records"),
+        quality=[{str(k): v for k, v in row.items()} for row in quality.to_dict(orient="records")],
         predictions_reused=predictions_reused,
         predictions_scored=scored_now,
         seconds=timings,
@@ -463,6 +465,13 @@ def run_monitor(
         ),
     }
     return result, tables
+
+
+def _with_columns(frame: pd.DataFrame, values: dict[str, Any]) -> pd.DataFrame:
+    copy = frame.copy()
+    for name, value in values.items():
+        copy[name] = value
+    return copy
 
 
 def monitoring_rows(result: MonitorResult, tables: dict[str, pd.DataFrame], run_id: str) -> dict[str, pd.DataFrame]:
@@ -495,18 +504,18 @@ def monitoring_rows(result: MonitorResult, tables: dict[str, pd.DataFrame], run_
             }
         ]
     )
-    overall = tables["drift_overall"].assign(**{WINDOW_START: pd.NaT})
-    drift = pd.concat([overall, tables["drift_windows"]], ignore_index=True)
+    overall = _with_columns(tables["drift_overall"], {WINDOW_START: None})
     zero = pd.DataFrame(
         [
-            {"feature": name, "psi": None, "js_distance": None, "drifted": False}
+            {"feature": name, "psi": None, "js_distance": None, "drifted": False, WINDOW_START: None}
             for name in result.zero_variance_features
         ]
     )
-    drift = pd.concat([drift, zero.assign(**{WINDOW_START: pd.NaT})], ignore_index=True) if len(zero) else drift
-    drift = drift.assign(zero_variance=drift["feature"].isin(result.zero_variance_features), **common)
+    parts = [frame for frame in (overall, tables["drift_windows"], zero) if len(frame)]
+    drift = pd.concat(parts, ignore_index=True)
+    drift = _with_columns(drift, {"zero_variance": drift["feature"].isin(result.zero_variance_features), **common})
     errors = tables["errors"]
-    profile = errors.assign(**common)[
+    profile = _with_columns(errors, common)[
         [
             "run_id",
             "monitored_at",
@@ -524,7 +533,7 @@ def monitoring_rows(result: MonitorResult, tables: dict[str, pd.DataFrame], run_
     profile = profile.assign(
         level=errors["grouping"].map({0: "window_borough", 1: "window", 2: "borough", 3: "period"})
     )
-    quality = tables["quality"].assign(**common)
+    quality = _with_columns(tables["quality"], common)
     return {"runs": runs, "drift": drift, "profile": profile, "quality": quality}
 
 

@@ -82,10 +82,14 @@ def _bin_labels(feature: str, bins: list[int], edges: dict[str, list[float]]) ->
     return labels
 
 
+def _counts_by_bin(rows: pd.DataFrame) -> dict[int, float]:
+    summed = rows.groupby("bin")["rows"].sum()
+    return dict(zip(summed.index.astype(int).tolist(), summed.astype(float).tolist(), strict=True))
+
+
 def _distribution_chart(counts: pd.DataFrame, feature: str, edges: dict[str, list[float]]) -> Figure:
     rows = counts[counts["feature"] == feature]
-    ref = rows[rows[PERIOD] == REFERENCE].groupby("bin")["rows"].sum().to_dict()
-    cur = rows[rows[PERIOD] == CURRENT].groupby("bin")["rows"].sum().to_dict()
+    ref, cur = (_counts_by_bin(rows[rows[PERIOD] == period]) for period in (REFERENCE, CURRENT))
     bins = sorted(set(ref) | set(cur))
     x = np.arange(len(bins))
     figure = Figure(figsize=(5, 3))
