@@ -230,6 +230,9 @@ def train(
     sample_fraction: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Train on this fraction of the trips.")
     ] = None,
+    window_months: Annotated[
+        int | None, typer.Option(min=1, help="Train on the newest N months of trips only (a rolling window).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train on the trips table with a time-based split, log to MLflow, register, promote if better."""
@@ -251,6 +254,14 @@ def train(
     spark = _spark(settings)
     experiment_id = configure_mlflow(settings)
     trips = read_trips(spark, settings.trips_path)
+    data_info: dict[str, Any] = {"trips_path": str(settings.trips_path)}
+    pickup_window = None
+    if window_months is not None:
+        from taxi_duration.cycle.job import recent_months
+
+        pickup_window = recent_months(trips, window_months)
+        if pickup_window is not None:
+            data_info.update(window_from=pickup_window[0].isoformat(), window_to=pickup_window[1].isoformat())
     with _stage(console, f"training {kind}{' with tuning' if tune else ''}"):
         result = run_train(
             trips,
@@ -259,7 +270,8 @@ def train(
             tune=tune,
             model_name=settings.model_name,
             experiment_id=experiment_id,
-            data_info={"trips_path": str(settings.trips_path)},
+            data_info=data_info,
+            pickup_window=pickup_window,
         )
     _print_metrics(console, result)
     decision = result.promotion
@@ -426,6 +438,12 @@ def cycle(
     ctx: typer.Context,
     files: Annotated[list[str], typer.Argument(help="New trip files (as for ingest); known files are skipped.")],
     force: Annotated[bool, typer.Option("--force", help="Retrain even without an alert (and re-monitor).")] = False,
+    no_retrain: Annotated[
+        bool,
+        typer.Option(
+            "--no-retrain", help="Stop after monitoring (a scheduler branches on the result, e.g. a Databricks job)."
+        ),
+    ] = False,
     window: Annotated[str, typer.Option(help="Monitoring time series: day, week or month.")] = "week",
     fail_on_alert: Annotated[
         bool, typer.Option("--fail-on-alert", help="Exit with code 4 when the monitor alerted (after retraining).")
@@ -445,6 +463,7 @@ def cycle(
         _params(settings),
         files,
         force=force,
+        retrain=not no_retrain,
         window=window,
         log=lambda line: console.print(line, markup=False, highlight=False),
     )

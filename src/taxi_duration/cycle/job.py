@@ -160,6 +160,7 @@ def run_cycle(
     force: bool,
     window: str,
     log: Callable[[str], None],
+    retrain: bool = True,
 ) -> CycleResult:
     """One cycle; see the module docstring."""
     state = CycleState(settings.workspace / "cycle" / "state.json")
@@ -262,7 +263,7 @@ def run_cycle(
         alert = monitored.alert
         log(f"monitor: {'ALERT: ' + '; '.join(monitored.reasons) if alert else 'no alert'}")
 
-    if alert or force or champion is None:
+    if retrain and (alert or force or champion is None):
         window_months = params.train.window_months
         train_window = recent_months(trips, window_months) if window_months else None
         experiment_id = configure_mlflow(settings)

@@ -80,7 +80,7 @@ def monitor_command(
     experiment_id = configure_mlflow(
         settings.model_copy(update={"experiment": settings.experiment + MONITORING_EXPERIMENT_SUFFIX})
     )
-    return publish(
+    published = publish(
         result,
         tables,
         monitoring_path=monitoring_path(settings),
@@ -88,3 +88,28 @@ def monitor_command(
         experiment_id=experiment_id,
         psi_threshold=params.monitor.psi_threshold,
     )
+    set_job_task_values(published)
+    return published
+
+
+def set_job_task_values(result: MonitorResult) -> bool:
+    """On Databricks, publish `alert` (and the headline figures) as task values, so a condition task can branch
+    on `{{tasks.<task>.values.alert}}` as MLOps Stacks does. Elsewhere (no `databricks.sdk.runtime`) a no-op.
+    Not exercised here: there is no Databricks workspace to run it in."""
+    import os
+
+    if "DATABRICKS_RUNTIME_VERSION" not in os.environ:
+        return False
+    try:
+        from databricks.sdk.runtime import dbutils
+    except ImportError:
+        return False
+    values = {
+        "alert": str(result.alert).lower(),
+        "prediction_psi": result.prediction_psi,
+        "realized_ratio": result.realized.get("ratio"),
+        "monitor_run_id": result.run_id,
+    }
+    for key, value in values.items():
+        dbutils.jobs.taskValues.set(key=key, value=value)
+    return True
