@@ -303,8 +303,11 @@ def run_monitor(
         label_current = "stream predictions"
     else:
         current_trips, stored_current, label_current = trips, predictions, trips_label
-    rows_current, _, first, last = _window_counts(current_trips, request.current, request.current)
-    _, rows_reference, _, _ = _window_counts(trips, reference, reference)
+    if request.source == "stream":
+        rows_current, _, first, last = _window_counts(current_trips, request.current, request.current)
+        _, rows_reference, _, _ = _window_counts(trips, reference, reference)
+    else:  # one scan for both counts
+        rows_current, rows_reference, first, last = _window_counts(trips, request.current, reference)
     if rows_current < params.min_current_rows:
         held = f"it holds pickups from {first} to {last}" if first is not None else "it holds no trips"
         raise NoDataError(
