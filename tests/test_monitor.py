@@ -44,11 +44,13 @@ def run(workspace: Path, *args: str, code: int = 0) -> dict:
 
 def snapshot(workspace: Path) -> dict[str, tuple[int, int]]:
     """Every file under the workspace but the MLflow store, with size and mtime: what a command changed."""
-    return {
+    files = {
         str(p.relative_to(workspace)): (p.stat().st_size, p.stat().st_mtime_ns)
         for p in workspace.rglob("*")
-        if p.is_file() and "mlflow.db" not in p.name and "/tmp/" not in str(p)
+        if p.is_file() and not p.name.startswith("mlflow.db") and p.relative_to(workspace).parts[0] != "tmp"
     }
+    assert any(name.startswith("lakehouse/trips/") for name in files)
+    return files
 
 
 def mlflow_runs(workspace: Path) -> int:
@@ -205,6 +207,39 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
     assert snapshot(workspace) == before and mlflow_runs(workspace) == runs
+
+
+def test_stream_source_reads_the_stream_predictions(workspace: Path, spark: SparkSession) -> None:
+    """The stream's predictions table (its schema, written as the stream commits a batch: 2020-04 scored by the
+    champion) monitored with --source stream: its predictions are reused, and the realised error is the one the
+    lakehouse trips give."""
+    from taxi_duration.score.batch import with_predictions
+    from taxi_duration.stream.job import PREDICTIONS_SCHEMA
+
+    mlflow.set_tracking_uri(f"sqlite:///{workspace.resolve() / 'mlflow.db'}")
+    trips = (
+        spark.read.parquet(str(workspace / "lakehouse" / "trips"))
+        .filter(F.col("pickup_datetime") >= F.lit("2020-04-01").cast("timestamp"))
+        .filter(F.col("pickup_datetime") < F.lit("2020-05-01").cast("timestamp"))
+    )
+    model = load_spark_model("models:/taxi-duration/1", spark)
+    landed = F.current_timestamp().alias("landed_at")
+    stream_rows = trips.select("*", landed).transform(
+        with_predictions(model, "taxi-duration", "1", keep=("source_file", "landed_at"))
+    )
+    target = workspace / "stream" / "predictions" / "batch_id=0"
+    stream_rows.select(*[F.col(f.name).cast(f.dataType) for f in PREDICTIONS_SCHEMA.fields]).write.parquet(str(target))
+    from_stream = run(workspace, "monitor", "--from", "2020-04-01", "--to", "2020-05-01", "--source", "stream")
+    assert from_stream["source"] == "stream"
+    # the same window monitored from the lakehouse trips (by the alert test above), as its runs row recorded it
+    runs = spark.read.parquet(str(workspace / "lakehouse" / "monitoring" / "runs"))
+    (from_trips,) = runs.filter(
+        (F.col("source") == "trips") & (F.col("current_from") == "2020-04-01T00:00:00")
+    ).collect()
+    assert from_stream["rows_current"] == from_trips["rows_current"] == trips.count()
+    assert from_stream["predictions_reused"] == from_stream["rows_current"]
+    assert from_stream["realized"]["rmsle"] == pytest.approx(from_trips["realized_rmsle"], rel=1e-9)
+    assert from_stream["quality"] == []  # quarantine shares are the lakehouse's
 
 
 def test_cycle_over_2020_retrains_a_better_champion_and_is_idempotent(workspace: Path, spark: SparkSession) -> None:

@@ -65,8 +65,8 @@ class MonitorParams(_Strict):
     realized_ratio: float = Field(1.25, gt=1)  # alert when realised RMSLE > ratio x validation RMSLE
     min_reference_rows: int = Field(1000, ge=1)
     min_current_rows: int = Field(100, ge=1)
-    # trips of a window in the profile table below this count get no error metrics (noise)
-    min_window_rows: int = Field(30, ge=1)
+    # a window of the time series counts towards the alert on its own only with at least this many trips
+    min_window_rows: int = Field(1000, ge=1)
 
 
 class PipelineParams(_Strict):

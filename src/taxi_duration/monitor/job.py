@@ -406,6 +406,22 @@ def run_monitor(
             f"realised RMSLE {realized_rmsle:.4f} is {ratio:.2f}x the champion's validation RMSLE {validation:.4f} "
             f"(limit {params.realized_ratio:.2f}x)"
         )
+    elif validation:
+        # a long window can dilute a recent break (2020-01..06 as one window: 1.22x); each window of the time
+        # series with enough trips to be more than noise is judged too
+        windows = errors[(errors[PERIOD] == CURRENT) & (errors["grouping"] == 1)]
+        windows = windows[windows["rows"] >= params.min_window_rows].sort_values(WINDOW_START)
+        stale = [
+            (pd.Timestamp(row[WINDOW_START]).date().isoformat(), float(row["rmsle"]) / validation)
+            for row in windows.to_dict(orient="records")
+            if float(row["rmsle"]) / validation > params.realized_ratio
+        ]
+        if stale:
+            listed = ", ".join(f"{start} ({value:.2f}x)" for start, value in stale)
+            reasons.append(
+                f"realised RMSLE above {params.realized_ratio:.2f}x the champion's validation RMSLE "
+                f"{validation:.4f} in {len(stale)} of {len(windows)} {request.window}(s): {listed}"
+            )
     if prediction is not None and prediction["drifted"]:
         reasons.append(
             f"prediction drift: PSI {prediction['psi']:.3f} (limit {params.psi_threshold}), "
