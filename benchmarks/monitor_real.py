@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 from typer.testing import CliRunner
 
 from _measure import machine, replace_doc_section
@@ -45,24 +46,41 @@ def main() -> None:
     run(workspace, "ingest", *[str(SAMPLES / f"yellow_tripdata_sample_2018-0{m}.csv.gz") for m in (1, 2, 3)])
     champion = run(workspace, "train")
     run(workspace, "ingest", *[str(SAMPLES / f"yellow_tripdata_sample_{m}.csv.gz") for m in MONTHS])
+    # one monitor run over all later months, split by month: each month's drift is against the reference and
+    # its realised error is its own (the per-window rows of the monitoring tables)
+    result = run(workspace, "monitor", "--from", "2018-04-01", "--to", "2020-07-01", "--window", "month")
+    monitoring = workspace / "lakehouse" / "monitoring"
+    profile = pd.read_parquet(monitoring / "profile")
+    profile = profile[(profile["level"] == "window") & (profile["period"] == "current")]
+    drift = pd.read_parquet(monitoring / "drift")
+    drift = drift[drift["window_start"].notna()]
+    validation = result["realized"]["reference_rmsle"]
+    thresholds = {"psi": 0.25, "js": 0.2}
     rows = []
-    for name in MONTHS:
-        start = time.perf_counter()
-        result = run(workspace, "monitor", "--from", f"{name}-01", "--to", f"{next_month(name)}-01", "--window", "week")
-        features = {f["feature"]: f for f in result["features"]}
+    for _, window in profile.sort_values("window_start").iterrows():
+        month = pd.Timestamp(window["window_start"]).strftime("%Y-%m")
+        if month not in MONTHS:
+            continue
+        in_month = drift[pd.to_datetime(drift["window_start"]) == pd.Timestamp(window["window_start"])]
+        by_feature = in_month.set_index("feature")
+        inputs = by_feature.drop(index=["predicted_duration_minutes", "actual_duration_minutes"], errors="ignore")
         row = {
-            "month": name,
-            "trips": result["rows_current"],
-            "alert": result["alert"],
-            "realized_rmsle": round(result["realized"]["rmsle"], 4),
-            "ratio": round(result["realized"]["ratio"], 2),
-            "bias_minutes": round(result["realized"]["bias_minutes"], 2),
-            "prediction_psi": round(result["prediction_psi"], 3),
-            "target_psi": round(features["actual_duration_minutes"]["psi"], 3),
-            "drifted_features": result["drifted_features"],
-            "reasons": result["reasons"],
-            "seconds": round(time.perf_counter() - start, 1),
+            "month": month,
+            "trips": int(window["rows"]),
+            "realized_rmsle": round(float(window["rmsle"]), 4),
+            "ratio": round(float(window["rmsle"]) / validation, 2),
+            "bias_minutes": round(float(window["bias_minutes"]), 2),
+            "prediction_psi": round(float(by_feature.loc["predicted_duration_minutes", "psi"]), 3),
+            "target_psi": round(float(by_feature.loc["actual_duration_minutes", "psi"]), 3),
+            "drifted_features": sorted(inputs[inputs["drifted"]].index.tolist()),
         }
+        prediction = by_feature.loc["predicted_duration_minutes"]
+        row["alert"] = bool(
+            row["ratio"] > 1.25
+            or prediction["psi"] > thresholds["psi"]
+            or prediction["js_distance"] > thresholds["js"]
+            or len(row["drifted_features"]) >= 0.5 * len(inputs)
+        )
         print(json.dumps(row), flush=True)
         rows.append(row)
     out = REPO / "benchmarks" / "results" / f"monitor-real-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -72,6 +90,9 @@ def main() -> None:
         f"Champion: GBT (pipeline.yaml defaults) trained on 2018-01..03, {champion['data']['train_rows']:,} + "
         f"{champion['data']['validation_rows']:,} trips, validation RMSLE {champion['metrics']['rmsle']:.4f}. "
         f"Measured {time.strftime('%Y-%m-%d')} by `python benchmarks/monitor_real.py` ({out.name}).",
+        "",
+        "One `monitor --from 2018-04-01 --to 2020-07-01 --window month` run; per month: trips, whether that month "
+        "alone passes the limits of `pipeline.yaml` (realised error, prediction drift, share of drifted features), and its figures against the training window.",
         "",
         "| month | trips | alert | realised RMSLE | ratio to validation | bias (min) | prediction PSI | target PSI "
         "| drifted features |",
