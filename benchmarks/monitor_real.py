@@ -92,7 +92,8 @@ def main() -> None:
         f"Measured {time.strftime('%Y-%m-%d')} by `python benchmarks/monitor_real.py` ({out.name}).",
         "",
         "One `monitor --from 2018-04-01 --to 2020-07-01 --window month` run; per month: trips, whether that month "
-        "alone passes the limits of `pipeline.yaml` (realised error, prediction drift, share of drifted features), and its figures against the training window.",
+        "alone passes the limits of `pipeline.yaml` (realised error, prediction drift, share of drifted features), "
+        "and its figures against the training window.",
         "",
         "| month | trips | alert | realised RMSLE | ratio to validation | bias (min) | prediction PSI | target PSI "
         "| drifted features |",
