@@ -111,7 +111,7 @@ def test_alert_on_2020_04_exits_with_the_alert_code(
     assert result["realized"]["ratio"] > 1.25 and result["realized"]["bias_minutes"] > 1.0
     assert any(r.startswith("realised RMSLE") for r in result["reasons"])
     # ... because the speed changed: the target moved far more than the prediction (made from zones, distances
-    # and time, which moved less: pickups left Manhattan's centre)
+    # and time, which moved less)
     features = {f["feature"]: f for f in result["features"]}
     assert features["actual_duration_minutes"]["psi"] > 3 * result["prediction_psi"]
     assert {"pickup_lat", "pickup_lon"} <= set(result["drifted_features"])
