@@ -276,6 +276,36 @@ def test_bundle_jobs_are_wheel_tasks_of_our_cli(bundle: dict[str, Any]) -> None:
     assert [d["task_key"] for d in chain["train"]["depends_on"]] == ["ingest"]
 
 
+def test_bundle_cycle_job_branches_on_the_monitor_alert(bundle: dict[str, Any]) -> None:
+    """The scheduled cycle as MLOps Stacks builds it: monitor -> condition task on its `alert` task value ->
+    retrain on the `true` branch only; every wheel task a real command with real options."""
+    job = bundle["resources"]["jobs"]["taxi_duration_cycle"]
+    variables = bundle["variables"]
+    schedule = job["schedule"]
+    cron = substitute(schedule["quartz_cron_expression"], variables).split()
+    assert len(cron) == 6 and schedule["pause_status"] == "UNPAUSED" and schedule["timezone_id"]
+    assert job["max_concurrent_runs"] == 1  # two cycles at once would both retrain
+    tasks = {t["task_key"]: t for t in job["tasks"]}
+    assert list(tasks) == ["ingest_score_monitor", "alert_check", "retrain"]
+    monitor_args = [
+        substitute(str(a), variables) for a in tasks["ingest_score_monitor"]["python_wheel_task"]["parameters"]
+    ]
+    assert check_cli_arguments(monitor_args).name == "cycle" and "--no-retrain" in monitor_args
+    condition = tasks["alert_check"]["condition_task"]
+    # the monitor publishes `alert` as a task value ("true"/"false", monitor.command.set_job_task_values)
+    assert condition == {"op": "EQUAL_TO", "left": "{{tasks.ingest_score_monitor.values.alert}}", "right": "true"}
+    assert tasks["alert_check"]["depends_on"] == [{"task_key": "ingest_score_monitor"}]
+    assert "job_cluster_key" not in tasks["alert_check"]  # a condition task needs no cluster
+    assert tasks["retrain"]["depends_on"] == [{"task_key": "alert_check", "outcome": "true"}]
+    retrain_args = [substitute(str(a), variables) for a in tasks["retrain"]["python_wheel_task"]["parameters"]]
+    assert check_cli_arguments(retrain_args).name == "train"
+    assert retrain_args[retrain_args.index("--window-months") + 1] == "3"
+    (cluster,) = job["job_clusters"]
+    assert {t.get("job_cluster_key") for t in tasks.values()} == {cluster["job_cluster_key"], None}
+    env = cluster["new_cluster"]["spark_env_vars"]
+    assert (env["TAXI_DURATION_TRACKING_URI"], env["TAXI_DURATION_REGISTRY_URI"]) == ("databricks", "databricks-uc")
+
+
 # --- spark-submit: who decides the master, and the wheel it ships ------------------------------------------------
 
 

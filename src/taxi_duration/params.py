@@ -59,6 +59,8 @@ class TrainParams(_Strict):
     regime_tolerance: float = Field(0.02, ge=0)
     # a challenger replaces the champion only if lower by more than this fraction of the champion's value
     promote_tolerance: float = Field(0.001, ge=0, lt=1)
+    # `cycle` retrains on this many of the newest months (None: all trips)
+    window_months: int | None = Field(None, ge=1)
 
 
 class RegistryParams(_Strict):
@@ -66,10 +68,24 @@ class RegistryParams(_Strict):
     champion_alias: str = "champion"
 
 
+class MonitorParams(_Strict):
+    bins: int = Field(10, ge=2, le=100)  # reference quantile bins per numeric feature
+    quantile_relative_error: float = Field(0.001, gt=0, lt=0.1)
+    psi_threshold: float = Field(0.25, gt=0)  # PSI > 0.25: the usual "significant shift"
+    js_threshold: float = Field(0.2, gt=0, le=1)  # Jensen-Shannon distance (base 2) on the same bins
+    drifted_feature_share: float = Field(0.5, gt=0, le=1)  # alert when at least this share of features drifts
+    realized_ratio: float = Field(1.25, gt=1)  # alert when realised RMSLE > ratio x validation RMSLE
+    min_reference_rows: int = Field(1000, ge=1)
+    min_current_rows: int = Field(100, ge=1)
+    # a window of the time series counts towards the alert on its own only with at least this many trips
+    min_window_rows: int = Field(1000, ge=1)
+
+
 class PipelineParams(_Strict):
     quality: QualityParams = Field(default_factory=lambda: QualityParams())
     train: TrainParams = Field(default_factory=lambda: TrainParams())
     registry: RegistryParams = Field(default_factory=lambda: RegistryParams())
+    monitor: MonitorParams = Field(default_factory=lambda: MonitorParams())
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

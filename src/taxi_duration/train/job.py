@@ -101,9 +101,20 @@ class TrainResult:
         return asdict(self)
 
 
-def training_frame(trips: DataFrame, sample_fraction: float | None, seed: int) -> DataFrame:
-    """Trips usable for training (known duration) with the label; optionally a sample."""
+def training_frame(
+    trips: DataFrame,
+    sample_fraction: float | None,
+    seed: int,
+    pickup_window: tuple[datetime, datetime] | None = None,
+) -> DataFrame:
+    """Trips usable for training (known duration) with the label; optionally only pickups in the half-open
+    `pickup_window` (a rolling window of recent months) and optionally a sample."""
     usable = trips.filter(F.col("duration_s").isNotNull() & (F.col("duration_s") > 0))
+    if pickup_window is not None:
+        start, end = pickup_window
+        # wall-clock literals in the session time zone, as pickups are stored
+        bounds = [F.lit(t.isoformat(sep=" ")).cast("timestamp") for t in (start, end)]
+        usable = usable.filter((F.col("pickup_datetime") >= bounds[0]) & (F.col("pickup_datetime") < bounds[1]))
     if sample_fraction is not None and sample_fraction < 1.0:
         usable = usable.sample(fraction=sample_fraction, seed=seed)
     return usable.transform(with_label)
@@ -216,6 +227,7 @@ def run_train(
     model_name: str,
     experiment_id: str,
     data_info: dict[str, Any],
+    pickup_window: tuple[datetime, datetime] | None = None,
 ) -> TrainResult:
     """Train, evaluate, log and register one model; promote it if it beats the champion.
 
@@ -226,7 +238,9 @@ def run_train(
     recovered = recover_interrupted_runs(
         MlflowClient(), experiment_id, model_name, params.registry.challenger_alias, params.registry.champion_alias
     )
-    labeled = training_frame(trips, train_params.sample_fraction, train_params.seed).select(*MODEL_INPUT_COLUMNS)
+    labeled = training_frame(trips, train_params.sample_fraction, train_params.seed, pickup_window).select(
+        *MODEL_INPUT_COLUMNS
+    )
     with _timed(timings, "split"):
         cutoff = cutoff_micros(labeled, train_params.validation_fraction)
     train, valid = time_split(labeled, cutoff)

@@ -1,0 +1,117 @@
+"""`taxi-duration monitor` on N current trips against N reference trips: wall time and peak RSS of the process
+tree, at growing N, through the real CLI (JVM start included).
+
+Setup per size (reused across runs under --data, as other benchmarks reuse generated data): `generate` 2N
+synthetic trips over two months (2024-01 the reference, 2024-02 the current window), `ingest` them, `train` a
+champion on a 2% sample. Only the `monitor` call is measured. Usage:
+    python benchmarks/monitor.py --rows 1e6,1e7 [--data DIR]
+Writes benchmarks/results/monitor-<timestamp>.json and the section "Monitor" of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _measure import machine, replace_doc_section, run_measured
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).parent / "taxi-duration")
+DOC = REPO / "docs" / "benchmarks.md"
+START, END = "<!-- monitor:start -->", "<!-- monitor:end -->"
+ENV = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+
+
+def prepare(workspace: Path, rows: int) -> None:
+    """Generate, ingest and train once per workspace (a marker file says it is done)."""
+    done = workspace / ".prepared"
+    if done.exists():
+        return
+    base = [CLI, "--workspace", str(workspace)]
+    raw = workspace / "raw"
+    steps = [
+        [*base, "generate", "--rows", str(2 * rows), "--out", str(raw), "--start", "2024-01", "--months", "2"],
+        [*base, "ingest", str(raw)],
+        [*base, "train", "--sample-fraction", "0.02"],
+    ]
+    for step in steps:
+        print("setup:", " ".join(step[3:]), flush=True)
+        subprocess.run(step, check=True, env=ENV, stdout=subprocess.DEVNULL)
+    done.write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+
+
+def measure(workspace: Path, rows: int) -> dict:
+    command = [CLI, "--workspace", str(workspace), "monitor", "--from", "2024-02-01", "--to", "2024-03-01"]
+    command += ["--reference-from", "2024-01-01", "--reference-to", "2024-02-01", "--window", "week", "--json"]
+    measured = run_measured(command, env=ENV)
+    if measured.returncode != 0:
+        sys.stderr.write(measured.stderr[-3000:])
+        raise SystemExit(f"monitor at {rows:,} rows failed (exit {measured.returncode})")
+    payload = json.loads(measured.stdout.strip().splitlines()[-1])
+    result = {
+        "rows": rows,
+        "rows_current": payload["rows_current"],
+        "rows_reference": payload["rows_reference"],
+        "seconds": round(measured.seconds, 1),
+        "peak_rss_mb": round(measured.peak_rss_mb),
+        "alert": payload["alert"],
+        "prediction_psi": payload["prediction_psi"],
+        "phases": payload["seconds"],
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def markdown(results: list[dict], when: str, load: str) -> str:
+    lines = [
+        START,
+        f"Measured {when} on {machine()}; driver memory 4g (default), `local[*]`; {load}.",
+        "One `monitor` CLI process per size (JVM start-up included): N current trips (2024-02) against N reference",
+        "trips (2024-01) of synthetic data, GBT champion trained on a 2% sample; phases from the command's `--json`.",
+        "",
+        "| N (current = reference) | current trips | reference trips | wall time (s) | peak RSS of process tree (MB) "
+        "| phases (s) |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        phases = ", ".join(f"{k} {v}" for k, v in r["phases"].items())
+        lines.append(
+            f"| {r['rows']:,} | {r['rows_current']:,} | {r['rows_reference']:,} | {r['seconds']} "
+            f"| {r['peak_rss_mb']:,} | {phases} |"
+        )
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", default="1000000,10000000", help="comma-separated N, e.g. 1e6,1e7")
+    parser.add_argument("--data", type=Path, default=REPO / "workspace" / "bench" / "monitor")
+    parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args()
+    sizes = [int(float(size)) for size in args.rows.split(",")]
+    results = []
+    for rows in sizes:
+        workspace = args.data / f"n{rows}"
+        prepare(workspace, rows)
+        load_before = os.getloadavg()[0]
+        results.append(measure(workspace, rows))
+        results[-1]["load_average_before"] = round(load_before, 1)
+    loads = ", ".join(f"{r['load_average_before']}" for r in results)
+    load = f"1-minute load average before each run: {loads} (2 cores shared with other work)"
+    out = REPO / "benchmarks" / "results" / f"monitor-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2) + "\n")
+    section = markdown(results, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load)
+    print(section)
+    if not args.no_doc:
+        replace_doc_section(DOC, START, END, section)
+
+
+if __name__ == "__main__":
+    main()

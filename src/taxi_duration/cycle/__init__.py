@@ -1,0 +1,1 @@
+"""The retraining cycle a scheduler runs: ingest new months, score, monitor, retrain when alerted, promote."""

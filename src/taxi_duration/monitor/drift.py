@@ -1,0 +1,170 @@
+"""Drift statistics on reference quantile bins: PSI and Jensen-Shannon distance, per feature and window.
+
+Spark does the two passes that touch trips (the reference's quantiles and extremes in one aggregation, then the
+bin counts of both periods in one aggregation); the statistics are computed from the counts, which are small
+(features x bins x windows rows), on the driver.
+
+Why Jensen-Shannon next to PSI: PSI is the industry habit but unbounded and undefined for an empty bin (it needs
+the smoothing below), so its threshold means different things for a two-value flag and a ten-bin distance.
+The Jensen-Shannon distance (base 2) is symmetric, bounded in [0, 1], defined with empty bins, and reads the
+same on numeric bins and on categories, so one threshold serves every feature.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import reduce
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+MISSING_BIN = -1  # nulls get a bin of their own: a feature going missing is drift too
+PSI_EPSILON = 1e-4  # an empty bin's share for PSI (ln(0) otherwise); the usual choice
+PERIOD = "period"
+REFERENCE, CURRENT = "reference", "current"
+WINDOW_START = "window_start"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: str  # "numeric" (reference quantile bins) or "categorical" (one bin per integer value)
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """What the reference says about each feature: bin edges (numeric) and whether it varies at all."""
+
+    edges: Mapping[str, tuple[float, ...]]
+    zero_variance: frozenset[str]
+
+
+def reference_profile(
+    reference: DataFrame, features: Sequence[Feature], bins: int, relative_error: float
+) -> ReferenceProfile:
+    """One aggregation over the reference: the interior quantiles (1/bins .. (bins-1)/bins) of each numeric
+    feature, and min/max of every feature. A feature whose reference min equals its max (or is all null) has no
+    variance: it is reported, and gets no statistic."""
+    probabilities = [i / bins for i in range(1, bins)]
+    accuracy = max(1, round(1 / relative_error))
+    aggregates: list[Column] = []
+    for feature in features:
+        column = F.col(feature.name).cast("double")
+        aggregates += [F.min(column).alias(f"min__{feature.name}"), F.max(column).alias(f"max__{feature.name}")]
+        if feature.kind == "numeric":
+            aggregates.append(F.percentile_approx(column, probabilities, accuracy).alias(f"q__{feature.name}"))
+    row = reference.agg(*aggregates).first()
+    assert row is not None
+    edges: dict[str, tuple[float, ...]] = {}
+    constant = set()
+    for feature in features:
+        low, high = row[f"min__{feature.name}"], row[f"max__{feature.name}"]
+        if low is None or low == high:
+            constant.add(feature.name)
+            continue
+        if feature.kind == "numeric":
+            edges[feature.name] = tuple(sorted({float(v) for v in row[f"q__{feature.name}"] or []}))
+    return ReferenceProfile(edges=edges, zero_variance=frozenset(constant))
+
+
+def bin_column(feature: Feature, edges: Sequence[float]) -> Column:
+    """The bin of a value: for numeric features the number of reference edges strictly below it (so bin k is
+    (edge[k-1], edge[k]]), for categories the value itself; MISSING_BIN for null."""
+    column = F.col(feature.name)
+    if feature.kind == "numeric":
+        below = [F.when(column.cast("double") > F.lit(edge), 1).otherwise(0) for edge in edges]
+        binned = reduce(operator.add, below) if below else F.lit(0)
+    else:
+        binned = column.cast("int")
+    return F.when(column.isNull(), F.lit(MISSING_BIN)).otherwise(binned).cast("int")
+
+
+def with_bin_counts(
+    features: Sequence[Feature], profile: ReferenceProfile, group_columns: Sequence[str]
+) -> Callable[[DataFrame], DataFrame]:
+    """Step: rows -> (group columns..., feature, bin, rows), every feature binned in one pass (features with no
+    reference variance are left out)."""
+    scored = [f for f in features if f.name not in profile.zero_variance]
+
+    def step(df: DataFrame) -> DataFrame:
+        pairs = F.array(
+            *[
+                F.struct(F.lit(f.name).alias("feature"), bin_column(f, profile.edges.get(f.name, ())).alias("bin"))
+                for f in scored
+            ]
+        )
+        return (
+            df.select(*group_columns, F.inline(pairs))
+            .groupBy(*group_columns, "feature", "bin")
+            .agg(F.count(F.lit(1)).alias("rows"))
+        )
+
+    return step
+
+
+def shares(counts: Mapping[int, float], bins: Sequence[int]) -> np.ndarray:
+    """Counts per bin -> shares over `bins` (zeros where a bin is absent)."""
+    values = np.array([float(counts.get(b, 0.0)) for b in bins], dtype=float)
+    total = values.sum()
+    return values / total if total > 0 else values
+
+
+def psi(reference: np.ndarray, current: np.ndarray, epsilon: float = PSI_EPSILON) -> float:
+    """Population stability index: sum((c - r) * ln(c / r)) over bins, empty shares floored at `epsilon`."""
+    r = np.maximum(reference, epsilon)
+    c = np.maximum(current, epsilon)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def js_distance(reference: np.ndarray, current: np.ndarray) -> float:
+    """Jensen-Shannon distance in base 2 (0 identical, 1 disjoint)."""
+    m = (reference + current) / 2.0
+
+    def kl(p: np.ndarray) -> float:
+        mask = p > 0
+        return float(np.sum(p[mask] * np.log2(p[mask] / m[mask])))
+
+    divergence = 0.5 * kl(reference) + 0.5 * kl(current)
+    return math.sqrt(max(divergence, 0.0))
+
+
+def drift_table(
+    counts: pd.DataFrame, window_column: str | None, psi_threshold: float, js_threshold: float
+) -> pd.DataFrame:
+    """Bin counts (period, [window], feature, bin, rows) -> one row per (window, feature): psi, js, drifted.
+
+    The reference is the `reference` period's counts over all its rows; each current window is compared with it."""
+    reference = counts[counts[PERIOD] == REFERENCE]
+    current = counts[counts[PERIOD] == CURRENT]
+    ref_by_feature = {
+        name: dict(zip(group["bin"].astype(int), group["rows"].astype(float), strict=True))
+        for name, group in reference.groupby("feature")
+    }
+    keys = ["feature"] if window_column is None else [window_column, "feature"]
+    rows = []
+    for key, group in current.groupby(keys, dropna=False):
+        key_values = key if isinstance(key, tuple) else (key,)
+        name = str(key_values[-1])
+        ref_counts = ref_by_feature.get(name, {})
+        cur_counts = dict(zip(group["bin"].astype(int), group["rows"].astype(float), strict=True))
+        bins = sorted(set(ref_counts) | set(cur_counts))
+        r, c = shares(ref_counts, bins), shares(cur_counts, bins)
+        value_psi, value_js = psi(r, c), js_distance(r, c)
+        row = {
+            "feature": name,
+            "psi": value_psi,
+            "js_distance": value_js,
+            "drifted": bool(value_psi > psi_threshold or value_js > js_threshold),
+            "rows": int(sum(cur_counts.values())),
+            "bins": len(bins),
+        }
+        if window_column is not None:
+            row[window_column] = key_values[0]
+        rows.append(row)
+    columns = ([window_column] if window_column else []) + ["feature", "psi", "js_distance", "drifted", "rows", "bins"]
+    return pd.DataFrame(rows, columns=columns)

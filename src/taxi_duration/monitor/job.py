@@ -1,0 +1,654 @@
+"""The monitor job: resolve the champion, score the current and reference windows (reusing stored predictions),
+compute drift, realised error and quality drift, decide, and write the tables, the MLflow run and the report.
+
+Everything is computed before anything is written: a bad window, no champion or too small a reference stop the
+job with one line and leave the workspace as it was."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from taxi_duration.errors import ConfigError, ModelNotFoundError, NoDataError
+from taxi_duration.features.definitions import FEATURE_COLUMNS, FEATURE_INPUT_COLUMNS, with_features
+from taxi_duration.monitor import report as html_report
+from taxi_duration.monitor.drift import (
+    CURRENT,
+    PERIOD,
+    REFERENCE,
+    WINDOW_START,
+    Feature,
+    drift_table,
+    reference_profile,
+    with_bin_counts,
+)
+from taxi_duration.monitor.quality import quarantine_shares, source_periods, timestamp_literal
+from taxi_duration.monitor.realized import ACTUAL, ERROR_COLUMNS, PREDICTED, error_profile
+from taxi_duration.params import MonitorParams
+from taxi_duration.registry.promotion import alias_version
+from taxi_duration.registry.spark_model import load_spark_model
+from taxi_duration.train.evaluate import minutes_from_log_seconds
+from taxi_duration.train.pipeline import PREDICTION
+from taxi_duration.zones import BOROUGH_CODES
+
+# `cycle` and schedulers branch on this: 0 no alert, 2 bad input (as every command), 4 alert with --fail-on-alert
+ALERT_EXIT_CODE = 4
+WINDOWS = {"day": "day", "week": "week", "month": "month"}
+# Integer features with few values: one bin per value. The rest get reference quantile bins.
+CATEGORICAL_FEATURES = frozenset(
+    {
+        "pickup_hour",
+        "pickup_weekday",
+        "is_weekend",
+        "is_holiday",
+        "pickup_borough",
+        "dropoff_borough",
+        "pickup_is_airport",
+        "dropoff_is_airport",
+        "same_zone",
+    }
+)
+# The calendar month differs between any two windows by construction: comparing it would always "drift".
+NOT_MONITORED = frozenset({"pickup_month"})
+BOROUGH = "pickup_borough_name"
+REUSED = "prediction_reused"
+MONITORING_TABLES = ("runs", "drift", "profile", "quality")
+
+
+@dataclass(frozen=True)
+class Champion:
+    name: str
+    alias: str
+    version: str
+    run_id: str | None
+    validation_rmsle: float | None
+    first_pickup: datetime | None
+    last_pickup: datetime | None
+    features: tuple[str, ...]
+
+
+@dataclass
+class MonitorResult:
+    alert: bool
+    reasons: list[str]
+    rows_current: int
+    rows_reference: int
+    drifted_features: list[str]
+    prediction_psi: float | None
+    prediction_js: float | None
+    realized: dict[str, float | None]
+    model_name: str
+    model_version: str
+    current: dict[str, str]
+    reference: dict[str, str]
+    window: str
+    source: str
+    zero_variance_features: list[str]
+    features: list[dict[str, Any]]
+    quality: list[dict[str, Any]]
+    predictions_reused: int
+    predictions_scored: int
+    run_id: str | None = None
+    report_path: str | None = None
+    monitoring_path: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def resolve_champion(model_name: str, alias: str) -> Champion:
+    """The aliased version with what monitoring needs from its training run: validation RMSLE, the training
+    trips' pickup range (train logs them as the params `data_first_pickup`/`data_last_pickup`) and the features."""
+    client = MlflowClient()
+    version = alias_version(client, model_name, alias)
+    if version is None:
+        raise ModelNotFoundError(
+            f"models:/{model_name}@{alias}: no such registered model or alias; run `taxi-duration train` first"
+        )
+    details = client.get_model_version(model_name, version)
+    tags = dict(details.tags or {})
+    run_id = tags.get("run_id") or details.run_id
+    params: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+            params, metrics = dict(run.data.params), dict(run.data.metrics)
+        except MlflowException:
+            pass
+    rmsle_text = tags.get("validation_rmsle")
+    validation = float(rmsle_text) if rmsle_text else metrics.get("rmsle")
+    features = tuple(
+        name for name in params.get("features", ",".join(FEATURE_COLUMNS)).split(",") if name in FEATURE_COLUMNS
+    )
+    return Champion(
+        name=model_name,
+        alias=alias,
+        version=version,
+        run_id=run_id,
+        validation_rmsle=validation,
+        first_pickup=_parse_time(params.get("data_first_pickup")),
+        last_pickup=_parse_time(params.get("data_last_pickup")),
+        features=features,
+    )
+
+
+def monitored_features(champion: Champion) -> list[Feature]:
+    """The champion's input features (less the calendar month), then the target and the prediction."""
+    features = [
+        Feature(name, "categorical" if name in CATEGORICAL_FEATURES else "numeric")
+        for name in champion.features
+        if name not in NOT_MONITORED
+    ]
+    return [*features, Feature(ACTUAL, "numeric"), Feature(PREDICTED, "numeric")]
+
+
+def reference_window(champion: Champion, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """The given reference, else the champion's training pickups [first, last] as a half-open window."""
+    if start is not None and end is not None:
+        return start, end
+    if champion.first_pickup is None or champion.last_pickup is None:
+        raise ConfigError(
+            f"models:/{champion.name}/{champion.version}: its run records no training date range "
+            "(params data_first_pickup/data_last_pickup); pass --reference-from and --reference-to"
+        )
+    return start or champion.first_pickup, end or champion.last_pickup + timedelta(microseconds=1)
+
+
+def in_window(column: str, window: tuple[datetime, datetime]) -> F.Column:
+    start, end = window
+    return (F.col(column) >= timestamp_literal(start)) & (F.col(column) < timestamp_literal(end))
+
+
+def _model_input(trips: DataFrame) -> DataFrame:
+    return trips.select("trip_id", *FEATURE_INPUT_COLUMNS, (F.col("duration_s") / F.lit(60.0)).alias(ACTUAL))
+
+
+def scored_trips(trips: DataFrame, model: PipelineModel, stored: DataFrame | None) -> DataFrame:
+    """Trips -> features, actual and predicted minutes, `prediction_reused`: trips with a stored prediction of this
+    model version keep it (features computed from the shared definitions), the rest are scored now."""
+    base = _model_input(trips)
+    keep = ["pickup_datetime", "pickup_location_id", *FEATURE_COLUMNS, ACTUAL]
+
+    def fresh(frame: DataFrame) -> DataFrame:
+        return model.transform(frame).select(
+            *keep, minutes_from_log_seconds(F.col(PREDICTION)).alias(PREDICTED), F.lit(False).alias(REUSED)
+        )
+
+    if stored is None:
+        return fresh(base)
+    joined = base.join(stored.select("trip_id", F.col(PREDICTED).alias("_stored")), on="trip_id", how="left")
+    reused = (
+        joined.filter(F.col("_stored").isNotNull())
+        .transform(with_features)
+        .select(*keep, F.col("_stored").alias(PREDICTED), F.lit(True).alias(REUSED))
+    )
+    return reused.unionByName(fresh(joined.filter(F.col("_stored").isNull()).drop("_stored")))
+
+
+def stream_as_trips(stream_predictions: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Stream predictions (zones, distance, pickup time, predicted and actual minutes, model version) -> trips in
+    the shape `scored_trips` reads, and the stored predictions (with their model version)."""
+    no_coordinates = [
+        F.lit(None).cast("double").alias(name)
+        for name in ("pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude")
+    ]
+    trips = stream_predictions.select(
+        "trip_id",
+        "pickup_datetime",
+        "pickup_location_id",
+        "dropoff_location_id",
+        *no_coordinates,
+        "trip_distance",
+        (F.col("actual_duration_minutes") * F.lit(60.0)).alias("duration_s"),
+    )
+    stored = stream_predictions.select(
+        "trip_id", "model_name", "model_version", F.col("predicted_duration_minutes").alias(PREDICTED)
+    )
+    return trips, stored
+
+
+def _borough_name() -> F.Column:
+    names = F.create_map(*[F.lit(x) for code, name in ((c, n) for n, c in BOROUGH_CODES.items()) for x in (code, name)])
+    return F.coalesce(F.element_at(names, F.col("pickup_borough")), F.lit("Unknown"))
+
+
+@dataclass(frozen=True)
+class MonitorRequest:
+    current: tuple[datetime, datetime]
+    reference_from: datetime | None = None
+    reference_to: datetime | None = None
+    window: str = "week"
+    source: str = "trips"  # or "stream"
+
+
+def _iso(window: tuple[datetime, datetime]) -> dict[str, str]:
+    return {"from": window[0].isoformat(), "to": window[1].isoformat()}
+
+
+def _window_counts(trips: DataFrame, current: tuple[datetime, datetime], reference: tuple[datetime, datetime]):
+    row = trips.agg(
+        F.count(F.when(in_window("pickup_datetime", current), F.lit(1))).alias("current"),
+        F.count(F.when(in_window("pickup_datetime", reference), F.lit(1))).alias("reference"),
+        F.min("pickup_datetime").alias("first"),
+        F.max("pickup_datetime").alias("last"),
+    ).first()
+    assert row is not None
+    return int(row["current"]), int(row["reference"]), row["first"], row["last"]
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def run_monitor(
+    trips: DataFrame,
+    request: MonitorRequest,
+    params: MonitorParams,
+    *,
+    model_name: str,
+    alias: str,
+    trips_label: str,
+    predictions: DataFrame | None = None,
+    quarantine: DataFrame | None = None,
+    stream_predictions: DataFrame | None = None,
+) -> tuple[MonitorResult, dict[str, pd.DataFrame]]:
+    """Compute everything (no writes). Returns the result and the tables `write_outputs` appends."""
+    import time
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    if request.window not in WINDOWS:
+        raise ConfigError(f"--window: expected day, week or month, found '{request.window}'")
+    start, end = request.current
+    if not start < end:
+        raise ConfigError(f"--from {start.isoformat()} must be before --to {end.isoformat()}")
+    champion = resolve_champion(model_name, alias)
+    reference = reference_window(champion, request.reference_from, request.reference_to)
+    if not reference[0] < reference[1]:
+        raise ConfigError(f"--reference-from {reference[0]} must be before --reference-to {reference[1]}")
+
+    current_trips: DataFrame
+    stored_current: DataFrame | None
+    if request.source == "stream":
+        if stream_predictions is None:
+            raise NoDataError("no stream predictions yet; run `taxi-duration stream` first")
+        current_trips, stored_current = stream_as_trips(stream_predictions)
+        label_current = "stream predictions"
+    else:
+        current_trips, stored_current, label_current = trips, predictions, trips_label
+    if request.source == "stream":
+        rows_current, _, first, last = _window_counts(current_trips, request.current, request.current)
+        _, rows_reference, _, _ = _window_counts(trips, reference, reference)
+    else:  # one scan for both counts
+        rows_current, rows_reference, first, last = _window_counts(trips, request.current, reference)
+    if rows_current < params.min_current_rows:
+        held = f"it holds pickups from {first} to {last}" if first is not None else "it holds no trips"
+        raise NoDataError(
+            f"current window [{start.isoformat()}, {end.isoformat()}): {rows_current} trips in {label_current}, "
+            f"fewer than monitor.min_current_rows={params.min_current_rows}; {held}"
+        )
+    if rows_reference < params.min_reference_rows:
+        raise NoDataError(
+            f"reference window [{reference[0].isoformat()}, {reference[1].isoformat()}): {rows_reference} trips in "
+            f"{trips_label}, fewer than monitor.min_reference_rows={params.min_reference_rows}; pass "
+            "--reference-from/--reference-to or ingest the champion's training months"
+        )
+    timings["checks"] = round(time.perf_counter() - started, 2)
+
+    model = load_spark_model(f"models:/{model_name}/{champion.version}", trips.sparkSession)
+
+    def version_rows(frame: DataFrame | None) -> DataFrame | None:
+        if frame is None:
+            return None
+        mine = (F.col("model_name") == F.lit(model_name)) & (F.col("model_version") == F.lit(champion.version))
+        return frame.filter(mine)
+
+    current_scored = scored_trips(
+        current_trips.filter(in_window("pickup_datetime", request.current)), model, version_rows(stored_current)
+    )
+    reference_scored = scored_trips(
+        trips.filter(in_window("pickup_datetime", reference)), model, version_rows(predictions)
+    )
+    monitored = current_scored.select(
+        "*",
+        F.lit(CURRENT).alias(PERIOD),
+        F.date_trunc(WINDOWS[request.window], "pickup_datetime").alias(WINDOW_START),
+        _borough_name().alias(BOROUGH),
+    ).unionByName(
+        reference_scored.select(
+            "*",
+            F.lit(REFERENCE).alias(PERIOD),
+            F.lit(None).cast("timestamp").alias(WINDOW_START),
+            _borough_name().alias(BOROUGH),
+        )
+    )
+    features = monitored_features(champion)
+
+    mark = time.perf_counter()
+    profile = reference_profile(
+        monitored.filter(F.col(PERIOD) == REFERENCE), features, params.bins, params.quantile_relative_error
+    )
+    timings["reference_quantiles"] = round(time.perf_counter() - mark, 2)
+    mark = time.perf_counter()
+    counts = monitored.transform(with_bin_counts(features, profile, [PERIOD, WINDOW_START])).toPandas()
+    timings["bin_counts"] = round(time.perf_counter() - mark, 2)
+    mark = time.perf_counter()
+    errors = (
+        monitored.transform(
+            error_profile(
+                [PERIOD, WINDOW_START, BOROUGH], extra=[F.sum(F.col(REUSED).cast("long")).alias("predictions_reused")]
+            )
+        )
+        .filter(F.col("grouping") < 4)  # the period is always grouped
+        .toPandas()
+    )
+    timings["realized_error"] = round(time.perf_counter() - mark, 2)
+    quality = pd.DataFrame(columns=[PERIOD, "reason", "rows", "input_rows", "share"])
+    if quarantine is not None and request.source == "trips":
+        mark = time.perf_counter()
+        periods = source_periods(trips, request.current, reference)
+        quality = quarantine_shares(trips, quarantine, periods).toPandas()
+        timings["quality"] = round(time.perf_counter() - mark, 2)
+
+    overall_counts = pd.DataFrame(counts.groupby([PERIOD, "feature", "bin"], as_index=False)["rows"].sum())
+    overall = drift_table(overall_counts, None, params.psi_threshold, params.js_threshold)
+    per_window = drift_table(counts, WINDOW_START, params.psi_threshold, params.js_threshold)
+
+    def error_row(period: str, grouping: int) -> pd.Series | None:
+        rows = errors[(errors[PERIOD] == period) & (errors["grouping"] == grouping)]
+        return None if rows.empty else rows.iloc[0]
+
+    current_all = error_row(CURRENT, 3)
+    reference_all = error_row(REFERENCE, 3)
+    realized_rmsle = _finite(current_all["rmsle"]) if current_all is not None else None
+    validation = champion.validation_rmsle
+    ratio = realized_rmsle / validation if realized_rmsle is not None and validation else None
+    predictions_reused = int(current_all["predictions_reused"] or 0) if current_all is not None else 0
+    if reference_all is not None:
+        predictions_reused += int(reference_all["predictions_reused"] or 0)
+    scored_now = rows_current + rows_reference - predictions_reused
+
+    by_feature = {row["feature"]: row for row in overall.to_dict(orient="records")}
+    prediction = by_feature.get(PREDICTED)
+    input_features = [f.name for f in features if f.name not in (ACTUAL, PREDICTED)]
+    drifted = [name for name in input_features if by_feature.get(name, {}).get("drifted")]
+    scored_inputs = [name for name in input_features if name not in profile.zero_variance]
+    reasons = []
+    if ratio is not None and ratio > params.realized_ratio:
+        reasons.append(
+            f"realised RMSLE {realized_rmsle:.4f} is {ratio:.2f}x the champion's validation RMSLE {validation:.4f} "
+            f"(limit {params.realized_ratio:.2f}x)"
+        )
+    elif validation:
+        # a long window can dilute a recent break (2020-01..06 as one window: 1.22x); each window of the time
+        # series with enough trips to be more than noise is judged too
+        windows = errors[(errors[PERIOD] == CURRENT) & (errors["grouping"] == 1)]
+        windows = windows[windows["rows"] >= params.min_window_rows].sort_values(WINDOW_START)
+        stale = [
+            (pd.Timestamp(row[WINDOW_START]).date().isoformat(), float(row["rmsle"]) / validation)
+            for row in windows.to_dict(orient="records")
+            if float(row["rmsle"]) / validation > params.realized_ratio
+        ]
+        if stale:
+            listed = ", ".join(f"{start} ({value:.2f}x)" for start, value in stale)
+            reasons.append(
+                f"realised RMSLE above {params.realized_ratio:.2f}x the champion's validation RMSLE "
+                f"{validation:.4f} in {len(stale)} of {len(windows)} {request.window}(s): {listed}"
+            )
+    if prediction is not None and prediction["drifted"]:
+        reasons.append(
+            f"prediction drift: PSI {prediction['psi']:.3f} (limit {params.psi_threshold}), "
+            f"JS distance {prediction['js_distance']:.3f} (limit {params.js_threshold})"
+        )
+    if scored_inputs and len(drifted) / len(scored_inputs) >= params.drifted_feature_share:
+        reasons.append(
+            f"{len(drifted)} of {len(scored_inputs)} features drifted ({', '.join(drifted)}; "
+            f"limit {params.drifted_feature_share:.0%})"
+        )
+    feature_rows = [
+        {
+            "feature": f.name,
+            "kind": f.kind,
+            "psi": _finite(by_feature[f.name]["psi"]) if f.name in by_feature else None,
+            "js_distance": _finite(by_feature[f.name]["js_distance"]) if f.name in by_feature else None,
+            "drifted": bool(by_feature[f.name]["drifted"]) if f.name in by_feature else False,
+            "zero_variance": f.name in profile.zero_variance,
+        }
+        for f in features
+    ]
+    timings["total"] = round(time.perf_counter() - started, 2)
+    result = MonitorResult(
+        alert=bool(reasons),
+        reasons=reasons,
+        rows_current=rows_current,
+        rows_reference=rows_reference,
+        drifted_features=drifted,
+        prediction_psi=_finite(prediction["psi"]) if prediction else None,
+        prediction_js=_finite(prediction["js_distance"]) if prediction else None,
+        realized={
+            "rmsle": realized_rmsle,
+            "reference_rmsle": validation,
+            "ratio": ratio,
+            "mae_minutes": _finite(current_all["mae_minutes"]) if current_all is not None else None,
+            "bias_minutes": _finite(current_all["bias_minutes"]) if current_all is not None else None,
+            "reference_period_rmsle": _finite(reference_all["rmsle"]) if reference_all is not None else None,
+        },
+        model_name=model_name,
+        model_version=champion.version,
+        current=_iso(request.current),
+        reference=_iso(reference),
+        window=request.window,
+        source=request.source,
+        zero_variance_features=sorted(profile.zero_variance),
+        features=feature_rows,
+        quality=[{str(k): v for k, v in row.items()} for row in quality.to_dict(orient="records")],
+        predictions_reused=predictions_reused,
+        predictions_scored=scored_now,
+        seconds=timings,
+    )
+    tables = {
+        "counts": counts,
+        "drift_overall": overall,
+        "drift_windows": per_window,
+        "errors": errors,
+        "quality": quality,
+        "edges": pd.DataFrame(
+            [{"feature": k, "edges": list(v)} for k, v in profile.edges.items()], columns=["feature", "edges"]
+        ),
+    }
+    return result, tables
+
+
+def _with_columns(frame: pd.DataFrame, values: dict[str, Any]) -> pd.DataFrame:
+    copy = frame.copy()
+    for name, value in values.items():
+        copy[name] = value
+    return copy
+
+
+def monitoring_rows(result: MonitorResult, tables: dict[str, pd.DataFrame], run_id: str) -> dict[str, pd.DataFrame]:
+    """The rows appended to `monitoring/{runs,drift,profile,quality}`, each stamped with the run and the time."""
+    stamp = pd.Timestamp(datetime.now(UTC).replace(tzinfo=None))
+    common = {
+        "run_id": run_id,
+        "monitored_at": stamp,
+        "model_name": result.model_name,
+        "model_version": result.model_version,
+        "window": result.window,
+        "source": result.source,
+    }
+    runs = pd.DataFrame(
+        [
+            {
+                **common,
+                "current_from": result.current["from"],
+                "current_to": result.current["to"],
+                "reference_from": result.reference["from"],
+                "reference_to": result.reference["to"],
+                "alert": result.alert,
+                "reasons": json.dumps(result.reasons),
+                "rows_current": result.rows_current,
+                "rows_reference": result.rows_reference,
+                "prediction_psi": result.prediction_psi,
+                "realized_rmsle": result.realized["rmsle"],
+                "validation_rmsle": result.realized["reference_rmsle"],
+                "drifted_features": ",".join(result.drifted_features),
+            }
+        ]
+    )
+    overall = _with_columns(tables["drift_overall"], {WINDOW_START: None})
+    zero = pd.DataFrame(
+        [
+            {"feature": name, "psi": None, "js_distance": None, "drifted": False, WINDOW_START: None}
+            for name in result.zero_variance_features
+        ]
+    )
+    parts = [frame for frame in (overall, tables["drift_windows"], zero) if len(frame)]
+    drift = pd.concat(parts, ignore_index=True)
+    drift = _with_columns(drift, {"zero_variance": drift["feature"].isin(result.zero_variance_features), **common})
+    errors = tables["errors"]
+    profile = _with_columns(errors, common)[
+        [
+            "run_id",
+            "monitored_at",
+            "model_name",
+            "model_version",
+            "window",
+            "source",
+            PERIOD,
+            WINDOW_START,
+            BOROUGH,
+            *ERROR_COLUMNS,
+        ]
+    ]
+    # rolled-up columns are null in the cube's output; the grouping id says which
+    profile = profile.assign(
+        level=errors["grouping"].map({0: "window_borough", 1: "window", 2: "borough", 3: "period"})
+    )
+    quality = _with_columns(tables["quality"], common)
+    return {"runs": runs, "drift": drift, "profile": profile, "quality": quality}
+
+
+def _write_table_part(frame: pd.DataFrame, folder: Path, run_id: str) -> Path:
+    """Append one Parquet file to a monitoring table: written aside, then renamed in, so a reader sees all of a
+    run's rows or none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    target = folder / f"part-{run_id}.parquet"
+    staged = folder / f".part-{run_id}.parquet.tmp"
+    pq.write_table(table, staged, coerce_timestamps="us", allow_truncated_timestamps=True)
+    staged.replace(target)
+    return target
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stable column types across runs (an all-null column would otherwise change type from run to run)."""
+    typed = frame.copy()
+    for column in typed.columns:
+        if column in (WINDOW_START, "monitored_at"):
+            typed[column] = pd.to_datetime(typed[column])
+        elif column in ("psi", "js_distance", "share", *ERROR_COLUMNS) and column != "rows":
+            typed[column] = pd.to_numeric(typed[column], errors="coerce").astype("float64")
+        elif column in ("rows", "input_rows", "bins", "rows_current", "rows_reference"):
+            typed[column] = pd.to_numeric(typed[column], errors="coerce").astype("Int64")
+        elif column in ("prediction_psi", "realized_rmsle", "validation_rmsle"):
+            typed[column] = pd.to_numeric(typed[column], errors="coerce").astype("float64")
+        elif column in ("drifted", "zero_variance", "alert"):
+            typed[column] = typed[column].astype(bool)
+        elif typed[column].dtype == object:
+            typed[column] = typed[column].map(lambda v: None if v is None or v is pd.NaT else str(v))
+    return typed
+
+
+def publish(
+    result: MonitorResult,
+    tables: dict[str, pd.DataFrame],
+    *,
+    monitoring_path: Path,
+    reports_path: Path,
+    experiment_id: str,
+    psi_threshold: float,
+) -> MonitorResult:
+    """The MLflow run (metrics, decision, report), the HTML report, and the rows appended to the monitoring
+    tables; returns the result with the run id and paths."""
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"monitor v{result.model_version} {result.current['from'][:10]}..{result.current['to'][:10]}",
+    ) as run:
+        run_id = run.info.run_id
+        mlflow.set_tags(
+            {
+                "alert": str(result.alert).lower(),
+                "model_name": result.model_name,
+                "model_version": result.model_version,
+                "source": result.source,
+            }
+        )
+        mlflow.log_params(
+            {
+                "current_from": result.current["from"],
+                "current_to": result.current["to"],
+                "reference_from": result.reference["from"],
+                "reference_to": result.reference["to"],
+                "window": result.window,
+            }
+        )
+        metrics = {
+            "alert": float(result.alert),
+            "rows_current": float(result.rows_current),
+            "rows_reference": float(result.rows_reference),
+            "drifted_features": float(len(result.drifted_features)),
+            "prediction_psi": result.prediction_psi,
+            "realized_rmsle": result.realized["rmsle"],
+            "validation_rmsle": result.realized["reference_rmsle"],
+            "realized_ratio": result.realized["ratio"],
+            "realized_mae_minutes": result.realized["mae_minutes"],
+            "realized_bias_minutes": result.realized["bias_minutes"],
+            **{f"psi_{row['feature']}": row["psi"] for row in result.features},
+            **{f"js_{row['feature']}": row["js_distance"] for row in result.features},
+        }
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))})
+        report = html_report.render(
+            result, tables, reports_path / "monitoring" / f"monitor-{run_id}.html", psi_threshold
+        )
+        latest = reports_path / "monitoring.html"
+        latest.write_text(report.read_text(encoding="utf-8"), encoding="utf-8")
+        result.run_id, result.report_path, result.monitoring_path = run_id, str(report), str(monitoring_path)
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = Path(tmp) / "monitor.json"
+            summary.write_text(json.dumps(result.to_dict(), indent=2, default=str), encoding="utf-8")
+            mlflow.log_artifact(str(summary))
+            mlflow.log_artifact(str(report))
+        for name, frame in monitoring_rows(result, tables, run_id).items():
+            _write_table_part(_typed(frame), monitoring_path / name, run_id)
+    return result
