@@ -8,10 +8,9 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from taxi_duration.lakehouse import read_trips
+from taxi_duration.lakehouse import read_quarantine, read_trips
 from taxi_duration.monitor.job import MonitorRequest, MonitorResult, publish, run_monitor
 from taxi_duration.params import PipelineParams
-from taxi_duration.schema import QUARANTINE_SCHEMA
 from taxi_duration.settings import Settings
 from taxi_duration.tracking import configure_mlflow
 
@@ -25,8 +24,8 @@ def monitoring_path(settings: Settings) -> Path:
 def read_optional_parquet(spark: SparkSession, path: Path, schema: object | None = None) -> DataFrame | None:
     """A table that may not exist yet (no predictions written, nothing quarantined): None then.
 
-    trips go through `lakehouse.read_trips`; when the lakehouse gets a committed-state reader, these two follow it
-    here."""
+    Trips and quarantine go through the lakehouse's committed-state readers; predictions are written by `score`
+    and the stream, outside the ingest commit."""
     if not path.exists() or not any(p.suffix == ".parquet" for p in path.rglob("*.parquet")):
         return None
     reader = spark.read if schema is None else spark.read.schema(schema)  # type: ignore[arg-type]
@@ -74,7 +73,7 @@ def monitor_command(
         alias=alias,
         trips_label=str(settings.trips_path),
         predictions=read_optional_parquet(spark, settings.predictions_path),
-        quarantine=read_optional_parquet(spark, settings.quarantine_path, QUARANTINE_SCHEMA),
+        quarantine=read_quarantine(spark, settings.quarantine_path),  # the committed rows, as trips
         stream_predictions=stream_predictions,
     )
     experiment_id = configure_mlflow(
