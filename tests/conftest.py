@@ -36,7 +36,12 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1")
+        .config(
+            # quick JIT (C1 only) with room for the code of a whole suite: a full cache disables the compiler and
+            # the JVM runs interpreted (and prints its warning on stdout, into the CLI output tests parse)
+            "spark.driver.extraJavaOptions",
+            "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=512m",
+        )
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")

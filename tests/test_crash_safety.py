@@ -36,7 +36,9 @@ pytestmark = pytest.mark.slow
 
 MODEL = "taxi-duration"
 INGEST_KILLS = ("ingest:staged_quarantine", "ingest:moved", "ingest:committed")
-TRAIN_KILLS = ("train:logged_exported", "train:registered", "train:challenger", "train:champion")
+# killed before the alias moves (undone by the next train, which the test after runs) and after it (finished);
+# the steps between (logged_exported, challenger) take the same recovery paths and are left out to keep this fast
+TRAIN_KILLS = ("train:registered", "train:champion")
 # the champion is a deliberately weak linear model, so the killed retrain (default linear) wins and would promote
 WEAK = "train:\n  linear: {regParam: 50.0, maxIter: 5}\n"
 GOOD = "train:\n  linear: {regParam: 0.01, maxIter: 20}\n"

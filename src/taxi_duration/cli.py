@@ -82,9 +82,13 @@ def _console(as_json: bool) -> Console:
     return console
 
 
+_json_emitted: list[bool] = []  # whether this process printed its JSON line (an exit code after it is not an error)
+
+
 def _emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload, default=str) + "\n")
     sys.stdout.flush()
+    _json_emitted.append(True)
 
 
 @contextmanager
@@ -1035,6 +1039,7 @@ def _fail(message: str, code: int, as_json: bool, hint: str = "") -> None:
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     as_json = "--json" in sys.argv[1:]
+    _json_emitted.clear()
     try:
         app()
     except TaxiDurationError as exc:
@@ -1042,7 +1047,7 @@ def main() -> None:
     except KeyboardInterrupt:
         _fail("interrupted", 130, as_json)
     except SystemExit as exc:  # usage errors (bad option, missing argument) were printed by typer
-        if as_json and exc.code not in (0, None):
+        if as_json and exc.code not in (0, None) and not _json_emitted:  # e.g. monitor --fail-on-alert printed
             code = exc.code if isinstance(exc.code, int) else 1
             _emit_json({"error": "invalid command line (the message above says what)", "code": code})
         raise

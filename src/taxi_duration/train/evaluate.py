@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from taxi_duration.features.definitions import zone_centroid_sql
@@ -12,6 +12,7 @@ from taxi_duration.regimes import Regime
 
 PREDICTED_MINUTES = "predicted_minutes"
 ACTUAL_MINUTES = "actual_minutes"
+BASELINE_MINUTES = "baseline_minutes"
 MEDIAN_ACCURACY = 1_000
 # rmsle is on minutes (what promotion compares); rmsle_seconds is Kaggle's NYC Taxi Trip Duration definition
 METRIC_NAMES = ("rmse_minutes", "mae_minutes", "rmsle", "rmsle_seconds", "r2", "rows")
@@ -22,27 +23,46 @@ def minutes_from_log_seconds(prediction: Column) -> Column:
     return F.exp(prediction) / F.lit(60.0)
 
 
-def regression_metrics(df: DataFrame, predicted: str = PREDICTED_MINUTES, actual: str = ACTUAL_MINUTES) -> dict:
-    """One aggregation over (predicted, actual) minutes: rmse_minutes, mae_minutes, rmsle, r2, rows."""
+def _metric_columns(predicted: str, actual: str, prefix: str) -> list[Column]:
     p, a = F.col(predicted), F.col(actual)
-    row = df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.avg((p - a) ** 2).alias("mse"),
-        F.avg(F.abs(p - a)).alias("mae"),
-        F.avg((F.log1p(p) - F.log1p(a)) ** 2).alias("msle"),
-        F.avg((F.log1p(p * 60.0) - F.log1p(a * 60.0)) ** 2).alias("msle_seconds"),
-        F.var_pop(a).alias("var"),
-    ).first()
-    if row is None or not row["rows"]:
+    return [
+        F.count(F.lit(1)).alias(f"{prefix}rows"),
+        F.avg((p - a) ** 2).alias(f"{prefix}mse"),
+        F.avg(F.abs(p - a)).alias(f"{prefix}mae"),
+        F.avg((F.log1p(p) - F.log1p(a)) ** 2).alias(f"{prefix}msle"),
+        F.avg((F.log1p(p * 60.0) - F.log1p(a * 60.0)) ** 2).alias(f"{prefix}msle_seconds"),
+        F.var_pop(a).alias(f"{prefix}var"),
+    ]
+
+
+def _metrics_of(row: Row | None, prefix: str) -> dict:
+    if row is None or not row[f"{prefix}rows"]:
         return dict.fromkeys(METRIC_NAMES, float("nan"))
-    mse, var = float(row["mse"]), float(row["var"] or 0.0)
+    mse, var = float(row[f"{prefix}mse"]), float(row[f"{prefix}var"] or 0.0)
     return {
         "rmse_minutes": mse**0.5,
-        "mae_minutes": float(row["mae"]),
-        "rmsle": float(row["msle"]) ** 0.5,
-        "rmsle_seconds": float(row["msle_seconds"]) ** 0.5,
+        "mae_minutes": float(row[f"{prefix}mae"]),
+        "rmsle": float(row[f"{prefix}msle"]) ** 0.5,
+        "rmsle_seconds": float(row[f"{prefix}msle_seconds"]) ** 0.5,
         "r2": 1.0 - mse / var if var > 0 else float("nan"),
-        "rows": int(row["rows"]),
+        "rows": int(row[f"{prefix}rows"]),
+    }
+
+
+def regression_metrics(df: DataFrame, predicted: str = PREDICTED_MINUTES, actual: str = ACTUAL_MINUTES) -> dict:
+    """One aggregation over (predicted, actual) minutes: rmse_minutes, mae_minutes, rmsle, rmsle_seconds, r2, rows."""
+    return _metrics_of(df.agg(*_metric_columns(predicted, actual, "")).first(), "")
+
+
+def regression_metrics_by(
+    df: DataFrame, key: str, predicted: Sequence[str], actual: str = ACTUAL_MINUTES
+) -> dict[str, dict[str, dict]]:
+    """`regression_metrics` for several prediction columns and every value of `key`, in one aggregation:
+    {key value: {predicted column: metrics}}."""
+    columns = [c for i, name in enumerate(predicted) for c in _metric_columns(name, actual, f"_{i}_")]
+    return {
+        str(row[key]): {name: _metrics_of(row, f"_{i}_") for i, name in enumerate(predicted)}
+        for row in df.groupBy(key).agg(*columns).collect()
     }
 
 
@@ -90,7 +110,7 @@ def with_baseline_prediction(medians: DataFrame) -> Callable[[DataFrame], DataFr
             df.join(pairs, on=["pickup_location_id", "dropoff_location_id"], how="left")
             .join(zones, on="pickup_location_id", how="left")
             .crossJoin(overall)
-            .withColumn("baseline_minutes", F.coalesce("_pair", "_zone", "_all"))
+            .withColumn(BASELINE_MINUTES, F.coalesce("_pair", "_zone", "_all"))
             .drop("_pair", "_zone", "_all")
         )
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,12 @@ from taxi_duration.serve.predictor import ExportedModel, log_exported_pyfunc
 from taxi_duration.train import plots
 from taxi_duration.train.evaluate import (
     ACTUAL_MINUTES,
+    BASELINE_MINUTES,
     PREDICTED_MINUTES,
     as_regime,
     minutes_from_log_seconds,
     regression_metrics,
+    regression_metrics_by,
     with_baseline_prediction,
     zone_pair_medians,
 )
@@ -60,6 +63,7 @@ from taxi_duration.train.split import cutoff_micros, time_split
 from taxi_duration.train.travel_times import build_travel_times, with_out_of_fold
 
 PLOT_SAMPLE_ROWS = 5000
+_REGIME = "_regime"
 PYFUNC_ARTIFACT = "exported_model"  # log_exported_pyfunc's default name
 PLOT_FILES = ("feature_importance.png", "residuals_by_hour.png", "predicted_vs_actual.png")
 
@@ -194,13 +198,15 @@ def fit_model(
 def metrics_by_regime(model: PipelineModel, valid_with_baseline: DataFrame) -> dict[str, dict[str, float]]:
     """The validation trips put in each regime (`evaluate.as_regime`) and scored: rmsle (minutes), rmsle_seconds,
     rmse_minutes, the zone-pair baseline's rmsle on the same trips, rows. Regimes with no trips are left out."""
+    tagged = [as_regime(valid_with_baseline, r).withColumn(_REGIME, F.lit(r)) for r in REGIMES]
+    scored = predict_minutes(model, reduce(DataFrame.unionByName, tagged))
+    # one pass over the validation trips for the three regimes, model and baseline together
+    found = regression_metrics_by(scored, _REGIME, [PREDICTED_MINUTES, BASELINE_MINUTES])
     out: dict[str, dict[str, float]] = {}
     for regime in REGIMES:
-        scored = predict_minutes(model, as_regime(valid_with_baseline, regime))
-        metrics = regression_metrics(scored)
-        if not metrics["rows"] or metrics["rows"] != metrics["rows"]:
+        if regime not in found:
             continue
-        baseline = regression_metrics(scored, predicted="baseline_minutes")
+        metrics, baseline = found[regime][PREDICTED_MINUTES], found[regime][BASELINE_MINUTES]
         out[regime] = {
             "rmsle": metrics["rmsle"],
             "rmsle_seconds": metrics["rmsle_seconds"],
@@ -265,10 +271,12 @@ def run_train(
         with _timed(timings, "fit"):
             model, tuning = fit_model(train, kind, params, tune, travel_times)
         with _timed(timings, "evaluate"):
-            valid_with_baseline = valid.transform(with_baseline_prediction(zone_pair_medians(train)))
+            valid_with_baseline = valid.transform(with_baseline_prediction(zone_pair_medians(train))).persist(
+                StorageLevel.MEMORY_AND_DISK
+            )
             scored = predict_minutes(model, valid_with_baseline).persist(StorageLevel.MEMORY_AND_DISK)
             metrics = regression_metrics(scored)
-            baseline = regression_metrics(scored, predicted="baseline_minutes")
+            baseline = regression_metrics(scored, predicted=BASELINE_MINUTES)
             by_regime = metrics_by_regime(model, valid_with_baseline)
         data = {**data_info, **stats, "cutoff": cutoff_text, "travel_time_pairs": len(travel_times.pairs)}
         client = MlflowClient()
@@ -308,6 +316,7 @@ def run_train(
                 relog_for_version=lambda v: _log_exported(model_uri, model_name, v, metrics, by_regime, pyfunc=False),
             )
         scored.unpersist()
+        valid_with_baseline.unpersist()
     finally:
         train.unpersist()
         valid.unpersist()
@@ -392,7 +401,7 @@ def _log_run(
             .agg(
                 F.avg(F.col(PREDICTED_MINUTES) - F.col(ACTUAL_MINUTES)).alias("mean_residual"),
                 F.avg(F.abs(F.col(PREDICTED_MINUTES) - F.col(ACTUAL_MINUTES))).alias("mean_abs_error"),
-                F.avg(F.abs(F.col("baseline_minutes") - F.col(ACTUAL_MINUTES))).alias("baseline_mean_abs_error"),
+                F.avg(F.abs(F.col(BASELINE_MINUTES) - F.col(ACTUAL_MINUTES))).alias("baseline_mean_abs_error"),
             )
             .orderBy("pickup_hour")
             .toPandas()
