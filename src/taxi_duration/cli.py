@@ -111,6 +111,11 @@ def _params(settings: Settings) -> Any:
     return load_params(settings.config)
 
 
+def _alias(settings: Settings, given: str | None) -> str:
+    """An alias option, else the champion alias of the pipeline config (the one `train` moves)."""
+    return given if given is not None else str(_params(settings).registry.champion_alias)
+
+
 @app.command()
 def generate(
     ctx: typer.Context,
@@ -289,7 +294,12 @@ def train(
 @app.command()
 def score(
     ctx: typer.Context,
-    alias: Annotated[str, typer.Option(help="Registered model alias to score with.")] = "champion",
+    alias: Annotated[
+        str | None,
+        typer.Option(
+            help="Registered model alias to score with (default: registry.champion_alias in the pipeline config)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Batch-score the trips table with models:/<name>@<alias> into `predictions` (Parquet)."""
@@ -299,6 +309,7 @@ def score(
 
     console = _console(as_json)
     settings: Settings = ctx.obj.settings
+    alias = _alias(settings, alias)
     spark = _spark(settings)
     configure_mlflow(settings)
     trips = read_trips(spark, settings.trips_path)
@@ -400,7 +411,12 @@ def monitor(
     reference_to: Annotated[
         str | None, typer.Option(help="Reference end, exclusive (default: after its last training pickup).")
     ] = None,
-    alias: Annotated[str, typer.Option(help="Registry alias of the model to monitor.")] = "champion",
+    alias: Annotated[
+        str | None,
+        typer.Option(
+            help="Registry alias of the model to monitor (default: registry.champion_alias in the pipeline config)."
+        ),
+    ] = None,
     window: Annotated[str, typer.Option(help="Time series inside the window: day, week or month.")] = "week",
     source: Annotated[str, typer.Option(help="trips (the lakehouse) or stream (the stream's predictions).")] = (
         "trips"
@@ -423,7 +439,7 @@ def monitor(
         end=_date_option(to, "--to"),
         reference_from=_date_option(reference_from, "--reference-from"),
         reference_to=_date_option(reference_to, "--reference-to"),
-        alias=alias,
+        alias=_alias(settings, alias),
         window=window,
         source=source,
         spark=_spark(settings),
@@ -523,7 +539,12 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    model_alias: Annotated[str, typer.Option(help="Registry alias to serve and follow.")] = "champion",
+    model_alias: Annotated[
+        str | None,
+        typer.Option(
+            help="Registry alias to serve and follow (default: registry.champion_alias in the pipeline config)."
+        ),
+    ] = None,
     model_dir: Annotated[
         Path | None, typer.Option(help="Serve an exported model folder instead of the registry alias.")
     ] = None,
@@ -553,7 +574,7 @@ def serve(
     from taxi_duration.serve.request_log import RequestLog
 
     settings: Settings = ctx.obj.settings
-    loader, probe, what = _model_source(settings, model_alias, model_dir)
+    loader, probe, what = _model_source(settings, _alias(settings, model_alias), model_dir)
     first = [_load_first(loader, what)]
     shadow_loader = shadow_probe = None
     if shadow_dir is not None:
@@ -590,7 +611,10 @@ def predict(
     out: Annotated[
         Path | None, typer.Option(help="Output .parquet or .csv (default: FILE.predictions.parquet).")
     ] = None,
-    alias: Annotated[str, typer.Option(help="Registry alias of the model.")] = "champion",
+    alias: Annotated[
+        str | None,
+        typer.Option(help="Registry alias of the model (default: registry.champion_alias in the pipeline config)."),
+    ] = None,
     model_dir: Annotated[Path | None, typer.Option(help="An exported model folder instead of the registry.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -599,7 +623,7 @@ def predict(
 
     console = _console(as_json)
     settings: Settings = ctx.obj.settings
-    model = _exported_model(settings, alias, model_dir)
+    model = _exported_model(settings, _alias(settings, alias), model_dir)
     start = time.perf_counter()
     result = predict_file(model, file)
     seconds = time.perf_counter() - start
@@ -661,7 +685,7 @@ def demo(
     console.rule("3/5 train")
     ctx.invoke(train, ctx=ctx, model=model, tune=False, sample_fraction=None, as_json=False)
     console.rule("4/5 score")
-    ctx.invoke(score, ctx=ctx, alias="champion", as_json=False)
+    ctx.invoke(score, ctx=ctx, alias=None, as_json=False)
     console.rule("5/5 report")
     ctx.invoke(report, ctx=ctx, limit=20, as_json=False)
     from taxi_duration.tracking import mlflow_ui_command
@@ -873,9 +897,10 @@ def stream(
     watermark: Annotated[str, typer.Option(help="How late a trip may be and still be counted in its window.")] = (
         "10 minutes"
     ),
-    alias: Annotated[str, typer.Option(help="Registry alias to score with (followed at batch boundaries).")] = (
-        "champion"
-    ),
+    alias: Annotated[
+        str | None,
+        typer.Option(help="Registry alias to score with, followed at batch boundaries (default: the champion alias)."),
+    ] = None,
     timeout: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -895,7 +920,7 @@ def stream(
         archive_dir=archive_dir.resolve() if archive_dir else None,
         watermark=watermark,
         timeout_seconds=timeout,
-        alias=alias,
+        alias=_alias(settings, alias),
     )
     paths = StreamPaths.under(settings.workspace, landing)
     spark = _spark(settings)

@@ -1,0 +1,44 @@
+"""One source of configuration: the commands that read a registry alias take it from the pipeline config
+(`registry.champion_alias`, the alias `train` moves) unless an option names one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taxi_duration.cli import _alias
+from taxi_duration.settings import Settings
+
+SAMPLE = Path(__file__).resolve().parents[1] / "src" / "taxi_duration" / "data" / "taxis_sample_2019-03.csv"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "prod.yaml"
+    path.write_text("registry:\n  champion_alias: prod\n", encoding="utf-8")
+    return path
+
+
+def test_the_alias_comes_from_the_option_else_from_the_config(tmp_path: Path, config: Path) -> None:
+    configured = Settings(workspace=tmp_path, config=config)
+    assert _alias(configured, None) == "prod"
+    assert _alias(configured, "challenger") == "challenger"
+    assert _alias(Settings(workspace=tmp_path), None) == "champion"
+
+
+@pytest.mark.parametrize("command", [["predict", str(SAMPLE)], ["serve", "--port", "1"]])
+def test_predict_and_serve_look_for_the_configured_alias(tmp_path: Path, config: Path, command: list[str]) -> None:
+    """An empty registry: the one-line error names the alias the config gives, not a hard-coded one."""
+    base = [sys.executable, "-m", "taxi_duration.cli", "--workspace", str(tmp_path / "ws")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAXI_DURATION_")}
+    configured = subprocess.run([*base, "--config", str(config), *command], capture_output=True, text=True, env=env)
+    assert configured.returncode == 2
+    errors = [line for line in configured.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: models:/taxi-duration@prod: no such registered model")
+    default = subprocess.run([*base, *command], capture_output=True, text=True, env=env)
+    assert default.returncode == 2
+    assert "error: models:/taxi-duration@champion: no such registered model" in default.stderr
