@@ -42,3 +42,12 @@ def test_predict_and_serve_look_for_the_configured_alias(tmp_path: Path, config:
     default = subprocess.run([*base, *command], capture_output=True, text=True, env=env)
     assert default.returncode == 2
     assert "error: models:/taxi-duration@champion: no such registered model" in default.stderr
+
+
+def test_the_admin_key_is_a_setting_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TAXI_DURATION_ADMIN_KEY", "s3cret-key")
+    settings = Settings(workspace=tmp_path)
+    assert settings.admin_key is not None and settings.admin_key.get_secret_value() == "s3cret-key"
+    assert "s3cret-key" not in repr(settings)  # never printed with the settings
+    monkeypatch.delenv("TAXI_DURATION_ADMIN_KEY")
+    assert Settings(workspace=tmp_path).admin_key is None

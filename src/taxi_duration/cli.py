@@ -111,6 +111,10 @@ def _params(settings: Settings) -> Any:
     return load_params(settings.config)
 
 
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
 def _alias(settings: Settings, given: str | None) -> str:
     """An alias option, else the champion alias of the pipeline config (the one `train` moves)."""
     return given if given is not None else str(_params(settings).registry.champion_alias)
@@ -563,7 +567,8 @@ def serve(
         float, typer.Option(min=0.1, help="Time for a request body to arrive; beyond it 408.")
     ] = 10.0,
     admin_key: Annotated[
-        str | None, typer.Option(envvar="TAXI_DURATION_ADMIN_KEY", help="Key for POST /admin/reload (X-API-Key).")
+        str | None,
+        typer.Option(help="Key for POST /admin/reload (X-API-Key). Default: TAXI_DURATION_ADMIN_KEY (or .env)."),
     ] = None,
 ) -> None:
     """Serve predictions over HTTP (FastAPI + uvicorn) from the exported champion: no Spark, no JVM."""
@@ -591,7 +596,7 @@ def serve(
         log.file_bytes = min(log.file_bytes, log.max_bytes // 4)
     app_ = create_app(
         once(first, loader),
-        admin_key,
+        admin_key if admin_key is not None else _secret(settings.admin_key),
         max_batch,
         probe=probe,
         poll_seconds=poll_seconds if probe is not None or shadow_probe is not None else 0.0,

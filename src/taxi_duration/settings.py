@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     config: Path | None = Field(None, description="Pipeline parameters YAML (default: the packaged one)")
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf (JSON in env)")
     log_level: str = Field("WARN", description="Spark log level")
+    admin_key: SecretStr | None = Field(
+        None, description="Key for the API's POST /admin/reload (X-API-Key); none: the endpoint is disabled"
+    )
 
     @field_validator("workspace")
     @classmethod
