@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: install dev demo test lint format clean bench
+.PHONY: install dev demo test test-fast lint format clean bench
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ demo: install  ## ingest, train, score and report on 1M synthetic trips plus the
 
 test: dev  ## every test (starts local Spark, MLflow and servers on 127.0.0.1 as needed)
 	$(BIN)/python -m pytest
+
+test-fast: dev  ## the inner loop: every test not marked slow (no subprocess pipelines, clusters or servers)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: dev  ## ruff and mypy, as in CI
 	$(BIN)/ruff check src tests benchmarks

@@ -1,23 +1,135 @@
-"""One session-scoped Spark for all tests: local[2], UI off, 2 shuffle partitions, quick JIT."""
+"""What the tests share: one session-scoped Spark (local[2], UI off, 2 shuffle partitions, quick JIT), the real
+sample ingested once and a champion trained on it once (copied by the tests that change them), small served models,
+the wheel, and the helpers `cli_json`, `copy_workspace`, `free_port` and `wait_http`."""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from pyspark.sql import SparkSession
+from typer.testing import CliRunner
 
 from taxi_duration.spark import SESSION_TIME_ZONE, use_session_time_zone_in_python
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+# Every JVM the tests start through spark-submit (this process's session, the CLI's sessions in subprocesses,
+# scripts/submit.sh, the Spark Connect server) runs the suite's small jobs: quick JIT only (C1) and the serial
+# collector halve their CPU (a `train` subprocess on the sample: 142 -> 77 CPU-seconds, 80 -> 64 s), so two of
+# them fit on two cores. Results do not depend on either flag; production sessions keep the JVM's defaults.
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+os.environ.setdefault("SPARK_SUBMIT_OPTS", JVM_OPTIONS)
 use_session_time_zone_in_python()
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "src" / "taxi_duration" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SAMPLE = DATA / "taxis_sample_2019-03.csv"
+# small models where the test is about the pipeline around the model, not its accuracy
+SMALL_MODELS = "train:\n  gbt: {maxIter: 5, maxDepth: 4}\n  linear: {maxIter: 10}\n"
+
+
+def cli_json(workspace: Path, *args: str, config: Path | None = None, code: int = 0) -> dict[str, Any]:
+    """`taxi-duration --workspace W [--config C] ARGS --json` in this process (on the session's Spark); asserts the
+    exit code and returns the last line of output, the command's JSON."""
+    from taxi_duration import cli
+
+    options = ["--workspace", str(workspace), *(["--config", str(config)] if config else [])]
+    result = CliRunner().invoke(cli.app, [*options, *args, "--json"])
+    assert result.exit_code == code, result.output + (str(result.exception) if result.exception else "")
+    parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+def copy_workspace(source: Path, target: Path) -> Path:
+    """A copy of a workspace to change; its MLflow store is pointed at the copy when a command opens it."""
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(
+    url: str, process: subprocess.Popen[Any] | None = None, seconds: float = 60, log: Path | None = None
+) -> None:
+    """Wait until GET `url` answers 200; fail early if `process` ends, with its log."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{url}: the server exited ({process.returncode})\n" + _tail(log))
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url}: no answer within {seconds:g} s\n" + _tail(log))
+        time.sleep(0.2)
+
+
+@contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """A real `mlflow server` on a free loopback port (SQLite store, proxied artifacts under `root`), as
+    docs/cluster.md starts it; yields its URL and stops it."""
+    import sys
+
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(root / "artifacts")]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log_path = root / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/health", process, 90, log_path)
+            yield url
+        finally:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=30)
+
+
+@contextmanager
+def uvicorn_thread(app: Callable[..., Any], log_level: str = "error") -> Iterator[str]:
+    """The ASGI app under a real uvicorn on a free loopback port, in a thread of this process; yields its URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start within 20 s"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def _tail(log: Path | None) -> str:
+    return log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +152,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
             # quick JIT (C1 only) with room for the code of a whole suite: a full cache disables the compiler and
             # the JVM runs interpreted (and prints its warning on stdout, into the CLI output tests parse)
             "spark.driver.extraJavaOptions",
-            "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=512m",
+            f"{JVM_OPTIONS} -XX:ReservedCodeCacheSize=512m",
         )
         .getOrCreate()
     )
@@ -52,6 +164,27 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def sample_ingested(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace holding the real 2019-03 sample as `taxi-duration ingest` leaves it (6,500 rows: 6,352 trips,
+    148 quarantined), with `small.yaml` (SMALL_MODELS) beside it. Shared: copy it (`copy_workspace`) to change it."""
+    workspace = tmp_path_factory.mktemp("sample-ingested")
+    (workspace / "small.yaml").write_text(SMALL_MODELS, encoding="utf-8")
+    ingested = cli_json(workspace, "ingest", str(SAMPLE))
+    assert (ingested["rows_in"], ingested["rows_clean"], ingested["rows_quarantined"]) == (6500, 6352, 148)
+    return workspace
+
+
+@pytest.fixture(scope="session")
+def sample_champion(sample_ingested: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`sample_ingested` plus a small GBT (SMALL_MODELS) trained by `taxi-duration train`: version 1, the champion.
+    Shared: copy it (`copy_workspace`) to change it."""
+    workspace = copy_workspace(sample_ingested, tmp_path_factory.mktemp("sample-champion"))
+    gbt = cli_json(workspace, "train", "--model", "gbt", config=workspace / "small.yaml")
+    assert (gbt["model_version"], gbt["promotion"]["promote"]) == ("1", True)
+    return workspace
 
 
 SERVED_METRICS_BY_REGIME = {

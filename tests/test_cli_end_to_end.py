@@ -11,8 +11,8 @@ from mlflow.artifacts import download_artifacts
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
-from typer.testing import CliRunner
 
+from conftest import cli_json
 from taxi_duration import cli
 from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS
 
@@ -20,9 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def run(workspace: Path, *args: str) -> dict:
-    result = CliRunner().invoke(cli.app, ["--workspace", str(workspace), *args, "--json"])
-    assert result.exit_code == 0, result.output + (str(result.exception) if result.exception else "")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return cli_json(workspace, *args)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from mlflow.tracking import MlflowClient
 from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 
+from conftest import mlflow_server as start_mlflow_server
+from conftest import wait_http
 from taxi_duration.analytics.report import build_report, register_views
 from taxi_duration.cluster.connect import (
     ConnectServerInfo,
@@ -38,7 +39,7 @@ from taxi_duration.train.split import time_split
 from taxi_duration.train.travel_times import build_travel_times
 from taxi_duration.zones import zones_frame
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.connect, pytest.mark.server]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -70,30 +71,8 @@ def connect(workspace: Path) -> Iterator[ConnectServerInfo]:
 @pytest.fixture(scope="module")
 def mlflow_server(workspace: Path) -> Iterator[str]:
     """`mlflow server` with a SQLite store and proxied artifacts, as docs/cluster.md starts it."""
-    port = free_port()
-    root = workspace / "mlflow-server"
-    root.mkdir()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "a")]
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not answer /health within 90 s"
-            time.sleep(0.3)
+    with start_mlflow_server(workspace / "mlflow-server") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
 
 
 def cli(
@@ -255,16 +234,7 @@ def test_api_serves_the_champion_from_the_mlflow_server(mlflow_server: str, work
     command = [str(BIN / "taxi-duration"), "--workspace", str(empty), "--tracking-uri", mlflow_server, "serve"]
     proc = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the API was not ready within 60 s"
-            time.sleep(0.3)
+        wait_http(f"http://127.0.0.1:{port}/ready", proc, 60)
         info = httpx.get(f"http://127.0.0.1:{port}/model").json()
         assert (info["model_name"], info["model_version"]) == ("taxi-duration", champion)
         ride = {"PULocationID": 161, "DOLocationID": 236, "trip_distance": 2.1, "pickup_datetime": "2019-03-05T08:30"}

@@ -3,12 +3,11 @@ then what the next command sees is checked: the state before or after, never a m
 leaves no staging; `serve` and `predict` keep working. Also: a copied or moved workspace uses only its own files.
 
 Kept fast: the real 2019-03 and 2020-07 samples, a linear model, one ingested and one trained workspace shared by
-all cases (each killed command runs on its own copy), the killed processes run two at a time.
+all cases (each killed command runs on its own copy), the killed processes of each command run at the same time.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
-from typer.testing import CliRunner
 
-from taxi_duration import cli, lakehouse
+from conftest import cli_json, copy_workspace
+from taxi_duration import lakehouse
 from taxi_duration.faults import CRASH_AT_ENV
 from taxi_duration.ingest.job import run_ingest
 from taxi_duration.params import QualityParams
@@ -44,18 +43,13 @@ WEAK = "train:\n  linear: {regParam: 50.0, maxIter: 5}\n"
 GOOD = "train:\n  linear: {regParam: 0.01, maxIter: 20}\n"
 
 
-def cli_json(workspace: Path, *args: str) -> dict[str, Any]:
-    result = CliRunner().invoke(cli.app, ["--workspace", str(workspace), *args, "--json"])
-    assert result.exit_code == 0, result.output + (str(result.exception) if result.exception else "")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def killed_runs(jobs: dict[str, list[str]], workspaces: dict[str, Path]) -> None:
-    """Run `taxi-duration --workspace W ARGS` for each crash point, two at a time; each must die by SIGKILL."""
+    """Run `taxi-duration --workspace W ARGS` for each crash point, all at once (their JVMs run C1-only with the
+    serial collector, see conftest.py: three fit on two cores); each must die by SIGKILL."""
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     pending = list(jobs)
     while pending:
-        batch, pending = pending[:2], pending[2:]
+        batch, pending = pending[:3], pending[3:]
         running = {
             point: subprocess.Popen(
                 [
@@ -99,13 +93,9 @@ def table_state(spark: SparkSession, workspace: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession, data_dir: Path) -> Path:
-    workspace = tmp_path_factory.mktemp("ingested")
-    root = workspace / "lakehouse"
-    run_ingest(
-        spark, [str(data_dir / "taxis_sample_2019-03.csv")], root / "trips", root / "quarantine", QualityParams()
-    )
-    return workspace
+def ingested(tmp_path_factory: pytest.TempPathFactory, sample_ingested: Path) -> Path:
+    """This module's copy of the shared workspace holding the real 2019-03 sample."""
+    return copy_workspace(sample_ingested, tmp_path_factory.mktemp("ingested"))
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from typer.testing import CliRunner
 
+from conftest import cli_json
 from taxi_duration import cli
 from taxi_duration.monitor.job import ALERT_EXIT_CODE
 from taxi_duration.registry.spark_model import load_spark_model
@@ -36,10 +36,7 @@ def month(name: str) -> str:
 
 
 def run(workspace: Path, *args: str, code: int = 0) -> dict:
-    config = workspace / "fast.yaml"
-    result = CliRunner().invoke(cli.app, ["--workspace", str(workspace), "--config", str(config), *args, "--json"])
-    assert result.exit_code == code, result.output + (str(result.exception) if result.exception else "")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return cli_json(workspace, *args, config=workspace / "fast.yaml", code=code)
 
 
 def snapshot(workspace: Path) -> dict[str, tuple[int, int]]:

@@ -6,9 +6,7 @@ A small model is trained on the real TLC sample through the CLI; the server foll
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,27 +21,18 @@ import httpx
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from pyspark.sql import SparkSession
-from typer.testing import CliRunner
 
-from taxi_duration import cli
+from conftest import cli_json, copy_workspace, free_port, wait_http
 from taxi_duration.serve.champion import alias_loader
 from taxi_duration.serve.predictor import ExportedModel
 from taxi_duration.settings import Settings
 from taxi_duration.tracking import configure_mlflow
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 MODEL = "taxi-duration"
 KEY = "secret"
 CLI = Path(sys.executable).parent / "taxi-duration"
-FAST = "train:\n  gbt: {maxIter: 5, maxDepth: 4}\n  linear: {maxIter: 10}\n"
-
-
-def run(workspace: Path, config: Path, *args: str) -> dict[str, Any]:
-    result = CliRunner().invoke(cli.app, ["--workspace", str(workspace), "--config", str(config), *args, "--json"])
-    assert result.exit_code == 0, result.output + (str(result.exception) if result.exception else "")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def rides(data_dir: Path, count: int = 20) -> list[dict[str, Any]]:
@@ -80,23 +69,11 @@ def champion(workspace: Path) -> ExportedModel:
     return model
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, spark: SparkSession) -> dict[str, Path]:
-    """A workspace with the real sample ingested and a small GBT trained (version 1, champion)."""
-    workspace = tmp_path_factory.mktemp("live")
-    config = workspace / "fast.yaml"
-    config.write_text(FAST, encoding="utf-8")
-    ingested = run(workspace, config, "ingest", str(data_dir / "taxis_sample_2019-03.csv"))
-    assert ingested["rows_clean"] > 6000
-    gbt = run(workspace, config, "train", "--model", "gbt")
-    assert (gbt["model_version"], gbt["promotion"]["promote"]) == ("1", True)
-    return {"workspace": workspace, "config": config}
+def trained(tmp_path_factory: pytest.TempPathFactory, sample_champion: Path) -> dict[str, Path]:
+    """A copy of the shared workspace: the real sample ingested and a small GBT trained (version 1, champion)."""
+    workspace = copy_workspace(sample_champion, tmp_path_factory.mktemp("live"))
+    return {"workspace": workspace, "config": workspace / "small.yaml"}
 
 
 @pytest.fixture(scope="module")
@@ -110,16 +87,7 @@ def server(trained: dict[str, Path]) -> Iterator[httpx.Client]:
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (trained["workspace"] / "serve.log").read_text()
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer /health within 60 s"
-            time.sleep(0.2)
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 60, trained["workspace"] / "serve.log")
         yield client
     finally:
         client.close()
@@ -176,7 +144,7 @@ def _wait_for_version(server: httpx.Client, version: str, seconds: float) -> flo
 def test_moving_the_alias_swaps_the_model_without_failed_requests(
     server: httpx.Client, trained: dict[str, Path], data_dir: Path
 ) -> None:
-    linear = run(trained["workspace"], trained["config"], "train", "--model", "linear")
+    linear = cli_json(trained["workspace"], "train", "--model", "linear", config=trained["config"])
     assert linear["model_version"] == "2"
     client = MlflowClient()  # configured for this workspace by the CLI run
     # the linear model may have been promoted on its own: start again from version 1, served

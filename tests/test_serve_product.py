@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import free_port, uvicorn_thread
 from taxi_duration.serve.app import create_app
 from taxi_duration.serve.predictor import ExportedModel
 from taxi_duration.serve.request_log import COLUMNS, RequestLog
@@ -57,31 +57,14 @@ def client(champion: ExportedModel) -> TestClient:
     return TestClient(create_app(lambda: champion, KEY, max_batch=5, max_body_bytes=4096))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def live(champion: ExportedModel, tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """The app under a real uvicorn on 127.0.0.1 (in a thread), with a request log and a short body deadline (3 s:
     long enough for 16 clients on a loaded 2-core machine, short enough to test a stall)."""
-    import uvicorn
-
     request_log = RequestLog(tmp_path / "log", file_bytes=8 * 1024, max_bytes=10 * 1024 * 1024, flush_seconds=0.2)
     app = create_app(lambda: champion, KEY, request_log=request_log, max_body_bytes=64 * 1024, body_seconds=3)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}", request_log
-    server.should_exit = True
-    thread.join(20)
+    with uvicorn_thread(app, log_level="warning") as url:
+        yield url, request_log
 
 
 # ---------------------------------------------------------------------------------------------- hostile input
@@ -121,6 +104,7 @@ def test_lone_surrogates_are_422_not_500(client: TestClient, raw: bytes, field: 
     assert [e["field"] for e in response.json()["errors"]] == [field]
 
 
+@pytest.mark.server
 def test_a_body_beyond_the_limit_is_413_before_it_is_sent(live: tuple[str, Any]) -> None:
     """Headers announce 10 MB and no byte of body is sent: the answer comes anyway, so nothing was read."""
     url, _ = live
@@ -138,6 +122,7 @@ def test_a_body_beyond_the_limit_is_413_before_it_is_sent(live: tuple[str, Any])
     assert httpx.get(f"{url}/health").status_code == 200
 
 
+@pytest.mark.server
 def test_a_stalled_body_is_408_and_the_connection_closed(live: tuple[str, Any]) -> None:
     url, _ = live
     port = int(url.rsplit(":", 1)[1])
@@ -221,6 +206,7 @@ def test_a_failed_reload_keeps_the_model_and_says_why(champion: ExportedModel, t
 # ---------------------------------------------------------------------------------------------- request log
 
 
+@pytest.mark.server
 def test_request_log_keeps_every_ride_of_16_concurrent_clients(live: tuple[str, Any], champion: ExportedModel) -> None:
     url, request_log = live
     rides = [{**RIDE, "PULocationID": 1 + i % 263, "ride_id": f"r{i}"} for i in range(800)]
@@ -304,6 +290,7 @@ def chromium() -> str | None:
 
 
 @pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed")
+@pytest.mark.server
 def test_the_page_estimates_a_ride_like_the_api(live: tuple[str, Any]) -> None:
     from playwright.sync_api import sync_playwright
 

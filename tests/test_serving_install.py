@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,9 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import free_port, wait_http
+from conftest import mlflow_server as start_mlflow_server
 from taxi_duration.serve.predictor import ExportedModel
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 RIDES = [
     {"PULocationID": 161, "DOLocationID": 236, "trip_distance": 2.4, "pickup_datetime": "2024-05-01T08:30:00"},
@@ -42,12 +43,6 @@ def serving_venv(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) ->
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return venv
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_serving_install_has_no_spark_and_no_mlflow_server_side(serving_venv: Path) -> None:
@@ -146,44 +141,24 @@ def registry(served_models: dict[str, Path], tmp_path_factory: pytest.TempPathFa
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    command += ["--artifacts-destination", str(root / "artifacts")]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, (root / "server.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not answer /health within 90 s"
-            time.sleep(0.3)
-        mlflow.set_tracking_uri(url)
-        mlflow.set_registry_uri(url)
-        client = MlflowClient()
-        experiment = client.create_experiment("serving-install")
-        run = client.create_run(experiment)
-        client.log_artifacts(run.info.run_id, str(served_models["7"]), "exported")
-        client.set_terminated(run.info.run_id)
-        client.create_registered_model("taxi-duration")
-        version = client.create_model_version("taxi-duration", f"runs:/{run.info.run_id}/exported", run.info.run_id)
-        client.set_registered_model_alias("taxi-duration", "champion", version.version)
-        yield url
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
-        os.killpg(process.pid, 15)
-        process.wait(timeout=30)
-        log.close()
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        try:
+            mlflow.set_tracking_uri(url)
+            mlflow.set_registry_uri(url)
+            client = MlflowClient()
+            experiment = client.create_experiment("serving-install")
+            run = client.create_run(experiment)
+            client.log_artifacts(run.info.run_id, str(served_models["7"]), "exported")
+            client.set_terminated(run.info.run_id)
+            client.create_registered_model("taxi-duration")
+            source = f"runs:/{run.info.run_id}/exported"
+            version = client.create_model_version("taxi-duration", source, run.info.run_id)
+            client.set_registered_model_alias("taxi-duration", "champion", version.version)
+            yield url
+        finally:
+            mlflow.set_tracking_uri(previous[0])
+            mlflow.set_registry_uri(previous[1])
 
 
 def test_the_serving_install_follows_an_alias_on_an_mlflow_server(
@@ -198,16 +173,7 @@ def test_the_serving_install_follows_an_alias_on_an_mlflow_server(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                assert process.poll() is None, (tmp_path / "serve.log").read_text()
-                try:
-                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline
-                time.sleep(0.3)
+            wait_http(f"{url}/ready", process, 90, tmp_path / "serve.log")
             answer = httpx.post(f"{url}/predict", json=RIDES[0], timeout=10).json()
         finally:
             process.terminate()

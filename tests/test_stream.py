@@ -20,8 +20,8 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-from typer.testing import CliRunner
 
+from conftest import copy_workspace
 from taxi_duration import cli
 from taxi_duration.ingest.job import run_ingest
 from taxi_duration.params import QualityParams
@@ -47,19 +47,11 @@ HEADER = (
 )
 
 
-def run_cli(workspace: Path, *args: str) -> dict:
-    result = CliRunner().invoke(cli.app, ["--workspace", str(workspace), *args, "--json"])
-    assert result.exit_code == 0, result.output + (str(result.exception) if result.exception else "")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession, data_dir: Path) -> Path:
-    """A workspace whose registry has `taxi-duration@champion` = v1, a linear model trained on the real sample."""
-    workspace = tmp_path_factory.mktemp("stream-ws")
-    run_cli(workspace, "ingest", str(data_dir / "taxis_sample_2019-03.csv"))
-    trained = run_cli(workspace, "train", "--model", "linear")
-    assert (trained["model_version"], trained["promotion"]["promote"]) == ("1", True)
+def champion(tmp_path_factory: pytest.TempPathFactory, sample_champion: Path) -> Path:
+    """A workspace whose registry has `taxi-duration@champion` = v1 (a small GBT trained on the real sample), this
+    module's own copy: the tests move the alias and register versions."""
+    workspace = copy_workspace(sample_champion, tmp_path_factory.mktemp("stream-ws"))
     configure_mlflow(Settings(workspace=workspace))
     return workspace
 

@@ -1,9 +1,10 @@
-"""spark-submit on a real standalone cluster (1 master, 2 workers x 1 core x 1g on loopback).
+"""A real Spark standalone cluster (1 master, 2 workers x 1 core x 1g) on loopback, started once for this module.
 
-ingest, train and score run through scripts/submit.sh, which ships the package as a wheel with `--py-files`;
-the event logs say which executor ran every task and the workers' work dirs say which worker ran which
-executor. The model equals the one trained in local mode on the same trips. Then one worker is killed while
-`train` runs: the job still completes and registers its model.
+Its secure defaults and status; `ingest` from the CLI as a client-mode driver; `train` and `score` through
+scripts/submit.sh, which ships the package as a wheel with `--py-files`. The event logs say which executor ran every
+task and the workers' work dirs say which worker ran which executor. The model equals the one trained in local mode
+on the same trips. Then one worker is killed while `train` runs: the job still completes and registers its model.
+Last, `cluster stop` removes the daemons.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,16 +29,27 @@ from typer.testing import CliRunner
 
 from taxi_duration import cli
 from taxi_duration.cluster import ClusterInfo, cluster_status, start_cluster, stop_cluster
-from taxi_duration.cluster.standalone import free_port, pid_alive
+from taxi_duration.cluster.standalone import ClusterError, free_port, pid_alive
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = REPO / "scripts" / "submit.sh"
+CLI = Path(sys.executable).parent / "taxi-duration"
 SAMPLE = REPO / "src" / "taxi_duration" / "data" / "taxis_sample_2019-03.csv"
 # the point here is the cluster, not the model: linear (normal equations, no randomness) and a small GBT
 FAST_CONFIG = "train:\n  linear: {maxIter: 10}\n  gbt: {maxIter: 8, maxDepth: 4, subsamplingRate: 1.0}\n"
 METRICS = ("rmse_minutes", "mae_minutes", "rmsle", "r2")
+# the executors run the same small tasks as the tests' drivers (see SPARK_SUBMIT_OPTS in conftest.py)
+EXECUTOR_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cluster-workspace")
+    (path / "eventlog").mkdir()
+    (path / "fast.yaml").write_text(FAST_CONFIG)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +58,62 @@ def wheel(built_wheel: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("submit-workspace")
-    (path / "eventlog").mkdir()
-    (path / "fast.yaml").write_text(FAST_CONFIG)
-    return path
-
-
-@pytest.fixture(scope="module")
 def cluster(workspace: Path) -> Iterator[ClusterInfo]:
     # ports picked free so this never meets another test's (or a user's) cluster on 7077/8080
+    started = time.perf_counter()
     info = start_cluster(workspace, workers=2, cores=1, memory="1g", port=free_port(), webui_port=free_port())
+    print(f"\ncluster started in {time.perf_counter() - started:.1f} s ({info.startup_seconds} s to all registered)")
     try:
         yield info
     finally:
         stop_cluster(workspace)
+
+
+def event_log_conf(workspace: Path) -> dict[str, str]:
+    return {
+        "spark.ui.enabled": "false",
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.dir": (workspace / "eventlog").resolve().as_uri(),
+        "spark.executor.extraJavaOptions": EXECUTOR_JVM,
+    }
+
+
+def cli_on_cluster(workspace: Path, master: str, *args: str) -> tuple[dict[str, Any], str]:
+    """`taxi-duration --master spark://... ARGS` (the CLI is the driver, client mode); its JSON and app id."""
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}  # PYSPARK_PYTHON: get_spark defaults it
+    env["TAXI_DURATION_SPARK_CONF"] = json.dumps(event_log_conf(workspace))
+    command = [str(CLI), "--workspace", str(workspace), "--master", master, "--driver-memory", "1g", *args, "--json"]
+    before = event_logs(workspace)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (app_id,) = event_logs(workspace) - before
+    return _last_json(result.stdout), app_id
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def test_the_cluster_listens_on_loopback_only_and_reports_its_state(cluster: ClusterInfo, workspace: Path) -> None:
+    base = workspace.resolve() / "cluster"
+    # secure defaults: loopback only, no REST submission server, private daemon conf
+    assert cluster.master_url.startswith("spark://127.0.0.1:")
+    assert not listening(6066)
+    assert "spark.master.rest.enabled=false" in (base / "spark-daemons.conf").read_text()
+    assert (base / "spark-daemons.conf").stat().st_mode & 0o077 == 0
+    assert {p.name for p in base.glob("*.pid")} == {"master.pid", "worker-1.pid", "worker-2.pid"}
+    assert json.loads((base / "cluster.json").read_text())["master_url"] == cluster.master_url
+
+    status = cluster_status(workspace)
+    assert (status["running"], status["workers"], status["cores"]) == (True, 2, 2)
+    assert sorted(status["alive_pids"]) == sorted([cluster.master_pid, *cluster.worker_pids])
+
+    # a second cluster from the same workspace is refused
+    with pytest.raises(ClusterError, match="already running"):
+        start_cluster(workspace, port=free_port(), webui_port=free_port())
 
 
 def _env(wheel: Path) -> dict[str, str]:
@@ -75,14 +129,7 @@ def _submit_command(workspace: Path, master: str, *args: str) -> list[str]:
         master,
         "--driver-memory",
         "1g",
-        "--conf",
-        "spark.ui.enabled=false",
-        "--conf",
-        "spark.eventLog.enabled=true",
-        "--conf",
-        "spark.eventLog.compress=false",
-        "--conf",
-        f"spark.eventLog.dir={(workspace / 'eventlog').resolve().as_uri()}",
+        *[arg for key, value in event_log_conf(workspace).items() for arg in ("--conf", f"{key}={value}")],
         "--",
         "--workspace",
         str(workspace),
@@ -162,23 +209,25 @@ def test_ingest_train_score_via_spark_submit_match_local_mode(
     cluster: ClusterInfo, workspace: Path, wheel: Path, tmp_path: Path, spark: SparkSession
 ) -> None:
     master = cluster.master_url
-    ingested, out, ingest_app = submit(workspace, wheel, master, "ingest", str(SAMPLE))
+    # the CLI as a client-mode driver of the cluster ...
+    ingested, ingest_app = cli_on_cluster(workspace, master, "ingest", str(SAMPLE))
     assert (ingested["rows_in"], ingested["rows_clean"], ingested["rows_quarantined"]) == (6500, 6352, 148)
-    # the driver ran the package from the shipped wheel, and the zone tables loaded from inside it
-    assert f"from {wheel}/taxi_duration" in out
 
-    trained, _, train_app = submit(workspace, wheel, master, "train", "--model", "linear")
+    # ... and spark-submit, whose driver runs the package from the shipped wheel (zone tables loaded from inside it)
+    trained, out, train_app = submit(workspace, wheel, master, "train", "--model", "linear")
+    assert f"from {wheel}/taxi_duration" in out
     assert (trained["model_version"], trained["promotion"]["promote"]) == ("1", True)
     scored, _, score_app = submit(workspace, wheel, master, "score")
     assert (scored["rows"], scored["model_version"]) == (6352, "1")
 
     per_worker: Counter[str] = Counter()
+    work = workspace.resolve() / "cluster" / "work"
     for app_id in (ingest_app, train_app, score_app):
         per_worker.update(assert_ran_on_workers(workspace, app_id))
-        # spark-submit copied the wheel into the application's folder on the workers
-        work = workspace.resolve() / "cluster" / "work"
+    for app_id in (train_app, score_app):  # spark-submit copied the wheel into the application's folder on the workers
         assert list(work.glob(f"worker-*/{app_id}/*/{wheel.name}"))
     assert set(per_worker) == {"worker-1", "worker-2"}, per_worker  # both workers did work
+    assert cluster_status(workspace)["completed_apps"] >= 3
     print(f"\ntasks per worker over ingest, train, score: {dict(per_worker)}")
 
     # the same training in local mode (this process's local[2] session) on a copy of the same trips table
@@ -318,3 +367,15 @@ def test_training_survives_the_loss_of_a_worker(cluster: ClusterInfo, workspace:
     }
     print("\nworker loss: " + json.dumps(summary, default=str))
     (workspace / "worker_loss.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+def test_stop_removes_the_daemons(cluster: ClusterInfo, workspace: Path) -> None:
+    pids = [cluster.master_pid, *cluster.worker_pids]
+    alive = [pid for pid in pids if pid_alive(pid)]  # worker-2 is gone when the worker-loss test ran before
+    assert cluster.master_pid in alive
+    stopped = stop_cluster(workspace)
+    assert sorted(stopped) == sorted(alive)
+    assert not any(pid_alive(pid) for pid in pids)
+    assert not list((workspace.resolve() / "cluster").glob("*.pid"))
+    assert cluster_status(workspace)["running"] is False
+    assert stop_cluster(workspace) == []  # stopping twice is harmless (the fixture teardown does it)
