@@ -1,0 +1,152 @@
+"""Local Spark services: `cluster` (a standalone master and workers) and `connect-server` (Spark Connect)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from taxi_duration.cli.common import JsonOption, _console, _emit_json, _stage
+from taxi_duration.settings import Settings
+
+cluster_app = typer.Typer(
+    help="A Spark standalone cluster on this machine (master + workers from the installed pyspark).",
+    no_args_is_help=True,
+)
+
+
+@cluster_app.command("start")
+def cluster_start(
+    ctx: typer.Context,
+    workers: Annotated[int, typer.Option(min=1, help="Number of workers.")] = 2,
+    cores: Annotated[int, typer.Option(min=1, help="Cores per worker.")] = 1,
+    memory: Annotated[str, typer.Option(help="Memory per worker for executors, e.g. 1g.")] = "1g",
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Master port.")] = 7077,
+    webui_port: Annotated[int, typer.Option(help="Master web UI port.")] = 8080,
+    authenticate: Annotated[
+        bool, typer.Option("--authenticate", help="Require a generated shared secret (spark.authenticate).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a master and workers in the background; return when every worker has registered."""
+    from taxi_duration.cluster import start_cluster
+
+    console = _console(as_json)
+    settings: Settings = ctx.obj.settings
+    with _stage(console, f"starting a master and {workers} worker(s) of {cores} core(s), {memory}"):
+        info = start_cluster(
+            settings.workspace,
+            workers=workers,
+            cores=cores,
+            memory=memory,
+            host=host,
+            port=port,
+            webui_port=webui_port,
+            authenticate=authenticate,
+        )
+    console.print(f"master [bold]{info.master_url}[/bold], web UI {info.webui_url}, logs in {info.cluster_dir}/logs")
+    if info.authenticate:
+        console.print(f"shared secret in {info.auth_conf} (mode 0600); clients need it:")
+    console.print(info.client_instructions(), markup=False)
+    if as_json:
+        _emit_json(info.to_dict())
+
+
+@cluster_app.command("status")
+def cluster_status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Master URL, live daemons, and workers/cores as the master sees them."""
+    from taxi_duration.cluster import cluster_status
+
+    console = _console(as_json)
+    settings: Settings = ctx.obj.settings
+    status = cluster_status(settings.workspace)
+    table = Table(title="Spark standalone cluster", show_header=False)
+    for key, value in status.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    if as_json:
+        _emit_json(status)
+
+
+@cluster_app.command("stop")
+def cluster_stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Stop this workspace's cluster (SIGTERM, then SIGKILL after 15 s)."""
+    from taxi_duration.cluster import stop_cluster
+
+    console = _console(as_json)
+    settings: Settings = ctx.obj.settings
+    stopped = stop_cluster(settings.workspace)
+    console.print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
+    if as_json:
+        _emit_json({"stopped_pids": stopped})
+
+
+connect_app = typer.Typer(
+    help="A Spark Connect server on this machine (from the installed pyspark); commands reach it with --remote.",
+    no_args_is_help=True,
+)
+
+
+@connect_app.command("start")
+def connect_start(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="gRPC port.")] = 15002,
+    spark_master: Annotated[
+        str, typer.Option(help="Where the server's Spark runs: local[*] or a cluster, e.g. spark://127.0.0.1:7077.")
+    ] = "local[*]",
+    server_memory: Annotated[str, typer.Option(help="The server's driver heap.")] = "2g",
+    token: Annotated[
+        bool, typer.Option("--token/--no-token", help="Require a generated bearer token (default: on).")
+    ] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a Spark Connect server in the background; return when it accepts connections."""
+    from taxi_duration.cluster.connect import start_connect_server
+
+    console = _console(as_json)
+    settings: Settings = ctx.obj.settings
+    with _stage(console, f"starting a Spark Connect server on {host}:{port} (Spark: {spark_master})"):
+        info = start_connect_server(
+            settings.workspace,
+            host=host,
+            port=port,
+            master=spark_master,
+            driver_memory=server_memory,
+            authenticate=token,
+        )
+    console.print(f"Spark Connect at [bold]{info.public_url}[/bold] (pid {info.pid}), log {info.log}")
+    if info.url_file:
+        console.print(f"the URL with its token is in {info.url_file} (mode 0600); clients:")
+    console.print(info.client_instructions(), markup=False)
+    if as_json:
+        _emit_json(info.to_dict())
+
+
+@connect_app.command("status")
+def connect_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Whether this workspace's Connect server runs and accepts connections."""
+    from taxi_duration.cluster.connect import connect_server_status
+
+    console = _console(as_json)
+    status = connect_server_status(ctx.obj.settings.workspace)
+    table = Table(title="Spark Connect server", show_header=False)
+    for key, value in status.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    if as_json:
+        _emit_json(status)
+
+
+@connect_app.command("stop")
+def connect_stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Stop this workspace's Connect server (SIGTERM, then SIGKILL after 15 s)."""
+    from taxi_duration.cluster.connect import stop_connect_server
+
+    console = _console(as_json)
+    stopped = stop_connect_server(ctx.obj.settings.workspace)
+    console.print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
+    if as_json:
+        _emit_json({"stopped_pids": stopped})
