@@ -106,7 +106,7 @@ def sample_rides() -> list[dict[str, Any]]:
     """Real trips from the TLC sample as API bodies, in file order; only those the API accepts."""
     from pydantic import ValidationError
 
-    from taxi_duration.serve.app import Ride
+    from taxi_duration.serve.models import Ride
 
     frame = pd.read_csv(SAMPLE)
     rides = []
@@ -212,7 +212,7 @@ def time_calls(function: Callable[[Any], Any], inputs: list[Any], calls: int) ->
 
 
 def in_process(model: Any, rides: list[dict[str, Any]], calls: int) -> dict[str, Any]:
-    from taxi_duration.serve.app import Ride
+    from taxi_duration.serve.models import Ride
 
     trips = [Ride.model_validate(ride).trip() for ride in rides]
     log(f"in-process: {calls:,} single-trip predictions over {len(trips):,} real trips")
@@ -600,7 +600,7 @@ def compare_servers(
         if batch_answer["errors"]:
             raise SystemExit(f"mlflow server failed: {batch_answer['answers'][0][1]}")
         spark_minutes = [minutes_from_ln_seconds(x) for x in batch_answer["answers"][0][1]["predictions"]]
-        from taxi_duration.serve.app import Ride
+        from taxi_duration.serve.models import Ride
 
         local_minutes = [model.predict_minutes(Ride.model_validate(t).trip()) for t in trips]
         diffs = np.abs(np.asarray(ours_minutes) - np.asarray(spark_minutes))

@@ -2,9 +2,12 @@
 
     export.export_model(spark_model_dir, out_dir, name, version, metrics)  -> out_dir/model.json
     predictor.ExportedModel.load(out_dir).predict_minutes(trip) / .predict_batch(frame)
-    app.create_app(loader, admin_key)                                       -> FastAPI app
+    app.create_app(loader, admin_key, quality=params.quality)               -> FastAPI app
 
-`app` needs fastapi and prometheus-client; import it from `taxi_duration.serve.app`.
+The API (needs fastapi and prometheus-client; import it from `taxi_duration.serve.app`): `app` composes
+`models` (request/response bodies; `request_models(quality)` gives an app's bounds), `routes` (routers),
+`deps` (FastAPI dependencies: the served models, the admin key), `serving` (loading, reloading, following an
+alias, shadow scoring), `errors`, `metrics` (Prometheus) and `limits` (body size and deadline).
 """
 
 from taxi_duration.serve.export import ExportError, export_model
