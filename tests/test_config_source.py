@@ -1,5 +1,6 @@
 """One source of configuration: the commands that read a registry alias take it from the pipeline config
-(`registry.champion_alias`, the alias `train` moves) unless an option names one."""
+(`registry.champion_alias`, the alias `train` moves) unless an option names one; the admin key is a setting; the
+API's bounds are the config's `quality` section, as ingest's are."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from conftest import free_port, wait_http
 from taxi_duration.cli import _alias
 from taxi_duration.settings import Settings
 
@@ -51,3 +54,35 @@ def test_the_admin_key_is_a_setting_read_from_the_environment(monkeypatch: pytes
     assert "s3cret-key" not in repr(settings)  # never printed with the settings
     monkeypatch.delenv("TAXI_DURATION_ADMIN_KEY")
     assert Settings(workspace=tmp_path).admin_key is None
+
+
+@pytest.mark.server
+def test_serve_takes_the_api_bounds_from_the_config(tmp_path: Path, served_models: dict[str, Path]) -> None:
+    """`--config` changes what the API accepts as it changes what ingest keeps: a tighter `quality` section."""
+    config = tmp_path / "tight.yaml"
+    config.write_text("quality:\n  max_distance_miles: 50\n  max_passenger_count: 4\n", encoding="utf-8")
+    port = free_port()
+    command = [sys.executable, "-m", "taxi_duration.cli", "--workspace", str(tmp_path / "ws"), "--config", str(config)]
+    command += ["serve", "--model-dir", str(served_models["7"]), "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAXI_DURATION_")}
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_http(f"{url}/ready", process, 60, log)
+            ride = {"PULocationID": 132, "DOLocationID": 230, "pickup_datetime": "2024-05-01T08:30:00"}
+            assert httpx.post(f"{url}/predict", json={**ride, "trip_distance": 49.0}).status_code == 200
+            refused = httpx.post(f"{url}/predict", json={**ride, "trip_distance": 60.0, "passenger_count": 5})
+            assert refused.status_code == 422
+            fields = {error["field"]: error["message"] for error in refused.json()["errors"]}
+            assert fields == {
+                "trip_distance": "must be at most 50 miles, got 60.0",
+                "passenger_count": "must be from 0 to 4, got 5",
+            }
+            ride_schema = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]["Ride"]["properties"]
+            assert ride_schema["trip_distance"]["maximum"] == 50
+            assert ride_schema["passenger_count"]["maximum"] == 4
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from taxi_duration.cli.common import JsonOption, _alias, _console, _emit_json, _secret
+from taxi_duration.cli.common import JsonOption, _alias, _console, _emit_json, _params, _secret
 from taxi_duration.settings import Settings
 
 
@@ -95,6 +95,7 @@ def serve(
     from taxi_duration.serve.request_log import RequestLog
 
     settings: Settings = ctx.obj.settings
+    quality = _params(settings).quality  # the API refuses what ingest would quarantine, under the same --config
     loader, probe, what = _model_source(settings, _alias(settings, model_alias), model_dir)
     first = [_load_first(loader, what)]
     shadow_loader = shadow_probe = None
@@ -121,6 +122,7 @@ def serve(
         request_log=log,
         max_body_bytes=max_body_kb * 1024,
         body_seconds=body_seconds,
+        quality=quality,
     )
     uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
