@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from taxi_duration.generate.synthetic import synthetic_trips
 from taxi_duration.settings import Settings
-from taxi_duration.spark import get_spark
+from taxi_duration.spark import configure_driver_process, get_spark
 from taxi_duration.zones import load_zones, package_data_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,7 +243,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     with tempfile.TemporaryDirectory(prefix="calibration-") as workspace:
-        spark = get_spark(Settings(workspace=Path(workspace), driver_memory="1g", shuffle_partitions=2))
+        settings = Settings(workspace=Path(workspace), driver_memory="1g", shuffle_partitions=2)
+        configure_driver_process(settings)
+        spark = get_spark(settings)
         trips = synthetic_trips(spark, args.rows, YEAR, MONTH, args.seed, service="yellow")
         started = time.perf_counter()
         trips.write.format("noop").mode("overwrite").save()

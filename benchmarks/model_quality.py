@@ -70,7 +70,7 @@ def measure(workspace: Path, gbt: dict[str, Any]) -> dict[str, Any]:
     from taxi_duration.params import load_params
     from taxi_duration.regimes import REGIMES
     from taxi_duration.settings import Settings
-    from taxi_duration.spark import get_spark
+    from taxi_duration.spark import configure_driver_process, get_spark
     from taxi_duration.train.evaluate import as_regime, with_baseline_prediction, zone_pair_medians
     from taxi_duration.train.job import (
         MODEL_INPUT_COLUMNS,
@@ -82,6 +82,7 @@ def measure(workspace: Path, gbt: dict[str, Any]) -> dict[str, Any]:
     )
     from taxi_duration.train.travel_times import build_travel_times
 
+    configure_driver_process(Settings(workspace=workspace))
     spark = get_spark(Settings(workspace=workspace), "model-quality-benchmark")
     defaults = load_params()
     params = defaults.model_copy(

@@ -60,12 +60,13 @@ def measure(base: Path, model_ws: Path, batches: int, files_per_batch: int) -> d
     from taxi_duration.lakehouse import read_trips
     from taxi_duration.params import QualityParams
     from taxi_duration.settings import Settings
-    from taxi_duration.spark import get_spark
+    from taxi_duration.spark import configure_driver_process, get_spark
     from taxi_duration.stream.job import ChampionTracker, ScoreBatch, StreamPaths
     from taxi_duration.stream.sources import FILE_URI, LANDED_AT, LINE, BatchClassifier, batch_files, plan_files
     from taxi_duration.tracking import configure_mlflow
 
     settings = Settings(workspace=model_ws)
+    configure_driver_process(settings)
     spark = get_spark(settings, "stream-batch-benchmark")
     configure_mlflow(settings)
     spark.conf.set("spark.sql.shuffle.partitions", str(spark.sparkContext.defaultParallelism))  # as `stream` does

@@ -86,3 +86,24 @@ def test_serve_takes_the_api_bounds_from_the_config(tmp_path: Path, served_model
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+def test_the_driver_process_is_configured_by_the_entry_point_not_by_getting_a_session(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import gc
+    import inspect
+
+    from taxi_duration import spark as spark_module
+
+    monkeypatch.setenv("TZ", "UTC")
+    spark_module.configure_driver_process(Settings(workspace=tmp_path))
+    assert os.environ["TZ"] == spark_module.SESSION_TIME_ZONE and gc.isenabled()
+    try:
+        spark_module.configure_driver_process(Settings(workspace=tmp_path, remote="sc://127.0.0.1:15002"))
+        assert not gc.isenabled()  # under Spark Connect only (see the docstring for the deadlock it avoids)
+    finally:
+        gc.enable()
+    # getting a session changes nothing process-wide: neither the time zone nor the collector
+    source = inspect.getsource(spark_module.get_spark) + inspect.getsource(spark_module.remote_session)
+    assert "tzset" not in source and "use_session_time_zone_in_python" not in source and "gc." not in source

@@ -31,3 +31,15 @@ TRIP_FIELDS: tuple[tuple[str, str, bool], ...] = (
 )
 
 TRIP_COLUMNS = [name for name, _, _ in TRIP_FIELDS]
+
+
+# Working columns ingest adds while it reads and normalises, which the quality rules read (dropped before writing)
+PROBLEMS = "_problems"  # array of canonical field names whose raw value could not be parsed
+IS_CORRUPT = "_is_corrupt"  # CSV line with the wrong number of fields
+EXPECTS_DROPOFF = "_expects_dropoff"  # false for formats without a dropoff time (Kaggle test)
+RAW = "_raw"  # the source row as read, as a struct
+FORMAT = "format"
+SOURCE = "source"
+
+# The Spark model's output column: ln(duration in seconds), the inverse of the label
+PREDICTION = "prediction"

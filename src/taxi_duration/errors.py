@@ -1,5 +1,9 @@
 """Typed user-facing errors: the CLI prints their message on one line and exits non-zero, no traceback."""
 
+from __future__ import annotations
+
+import re
+
 
 class TaxiDurationError(Exception):
     """An error caused by the user's input or setup, reported as one line."""
@@ -44,3 +48,19 @@ def terminal_safe(text: str) -> str:
     """`text` with control characters written as escapes (`\\x1b`), so bytes from a user's file shown in a
     message cannot clear the screen, set the terminal title or split the message over lines."""
     return text.translate(_CONTROL)
+
+
+GRPC_STATUS = re.compile(r'status = StatusCode\.(\w+)\s+details = "([^"]*)"')
+
+
+def spark_error_summary(exc: Exception) -> str:
+    """The first meaningful line of a Spark (or py4j-wrapped JVM, or Spark Connect gRPC) error, at most 200
+    characters."""
+    grpc = GRPC_STATUS.search(str(exc))
+    if grpc:  # "<_InactiveRpcError ... status = StatusCode.UNAVAILABLE ... details = "...">"
+        return f"Spark Connect: {grpc.group(1)}: {grpc.group(2)}"[:200]
+    for line in str(exc).strip().splitlines():
+        text = line.strip().removeprefix(":").strip()
+        if text and not text.startswith("An error occurred while calling"):
+            return text.removeprefix("org.apache.spark.SparkException: ")[:200]
+    return exc.__class__.__name__

@@ -13,8 +13,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
-from taxi_duration.errors import ConfigError
-from taxi_duration.ingest.readers import spark_error_summary
+from taxi_duration.errors import ConfigError, spark_error_summary
 from taxi_duration.settings import Settings
 
 # TLC timestamps are New York wall-clock times without a zone; reading them in this zone makes
@@ -34,6 +33,23 @@ def _log4j_config() -> str:
     return str(resources.files("taxi_duration").joinpath("conf", "log4j2.properties"))
 
 
+def configure_driver_process(settings: Settings) -> None:
+    """Process-wide settings a driver of this project needs. Entry points (the CLI, the benchmarks, the tests) call
+    this once; library code never changes the process as a side effect of getting a session.
+
+    - `TZ` = the session time zone: `collect()` and `createDataFrame` convert naive datetimes through the process's
+      local zone, not the session's, so the two must agree (else hours shift by the machine's offset).
+    - With a Spark Connect remote, the cyclic garbage collector off: pyspark's Connect ML objects delete their
+      server-side copy from `__del__` with a blocking gRPC call. When the collector runs that finalizer inside
+      grpc's Thread.start (which holds threading's _active_limbo_lock), the new thread can never start and the
+      client hangs forever (seen here in `train`). Without automatic collection, finalizers run at reference drops
+      only; models live until the session ends.
+    """
+    use_session_time_zone_in_python()
+    if settings.remote:
+        gc.disable()
+
+
 def launched_by_spark_submit() -> bool:
     """True when spark-submit started this driver: its JVM is already up and carries spark-submit's
     `--master`, `--name`, `--driver-memory` and `--conf` as system properties."""
@@ -47,12 +63,12 @@ def session_master(settings: Settings, submitted: bool) -> str | None:
 
 
 def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSession:
-    """Build (or reuse) the session the settings describe. Only entry points call this."""
+    """Build (or reuse) the session the settings describe. Only entry points call this, after
+    `configure_driver_process`."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     # executors on a cluster run this interpreter (with pandas/pyarrow), not whatever `python3` is on PATH
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    use_session_time_zone_in_python()
     conf: dict[str, str] = {
         "spark.sql.session.timeZone": SESSION_TIME_ZONE,
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
@@ -115,11 +131,6 @@ def remote_session(url: str, conf: dict[str, str], timeout: float = 10.0) -> Spa
             f"--remote {redact(url)}: no Spark Connect server answers at {host}:{port} ({exc.strerror or exc}); "
             "start one with `taxi-duration connect-server start`"
         ) from None
-    # pyspark's Connect ML objects delete their server-side copy from __del__ with a blocking gRPC call. When the
-    # cyclic garbage collector runs that finalizer inside grpc's Thread.start (which holds threading's
-    # _active_limbo_lock), the new thread can never start and the client hangs forever (seen here in `train`).
-    # Without automatic collection finalizers run at reference drops only; models live until the session ends.
-    gc.disable()
     try:
         spark = SparkSession.builder.remote(url).getOrCreate()
         for key, value in conf.items():

@@ -494,9 +494,10 @@ def _spark_session(naive: bool, driver_memory: str, workspace: Path, lecture_par
             .getOrCreate()
         )
     from taxi_duration.settings import Settings
-    from taxi_duration.spark import get_spark
+    from taxi_duration.spark import configure_driver_process, get_spark
 
     settings = Settings(workspace=workspace, driver_memory=driver_memory, spark_conf={"spark.ui.enabled": "false"})
+    configure_driver_process(settings)  # a bench child process is its own entry point
     return get_spark(settings, app_name="bench")
 
 

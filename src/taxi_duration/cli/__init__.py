@@ -95,7 +95,7 @@ def main() -> None:
         from py4j.protocol import Py4JJavaError
         from pyspark.errors import PySparkException
 
-        from taxi_duration.ingest.readers import spark_error_summary
+        from taxi_duration.errors import spark_error_summary
 
         if isinstance(exc, PySparkException | Py4JJavaError) and not os.environ.get("TAXI_DURATION_DEBUG"):
             _fail(spark_error_summary(exc), 1, as_json, "(set TAXI_DURATION_DEBUG=1 for the full trace)\n")

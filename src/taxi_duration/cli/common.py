@@ -57,8 +57,9 @@ def _stage(console: Console, message: str) -> Iterator[None]:
 
 
 def _spark(settings: Settings) -> Any:
-    from taxi_duration.spark import get_spark
+    from taxi_duration.spark import configure_driver_process, get_spark
 
+    configure_driver_process(settings)  # the CLI is the entry point: TZ, and the GC under Spark Connect
     return get_spark(settings)
 
 

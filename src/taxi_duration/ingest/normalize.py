@@ -8,6 +8,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, NumericType, StringType, TimestampNTZType, TimestampType
 
+from taxi_duration.columns import EXPECTS_DROPOFF, FORMAT, IS_CORRUPT, PROBLEMS, RAW, SOURCE
 from taxi_duration.ingest.formats import TripFormat
 from taxi_duration.ingest.readers import CORRUPT_RECORD, Source
 from taxi_duration.schema import TRIP_SCHEMA
@@ -24,12 +25,6 @@ TIMESTAMP_FORMATS = (
 )
 
 # Columns the normaliser adds for the quality stage; dropped before anything is written.
-PROBLEMS = "_problems"  # array of canonical field names whose raw value could not be parsed
-IS_CORRUPT = "_is_corrupt"  # CSV line with the wrong number of fields
-EXPECTS_DROPOFF = "_expects_dropoff"  # false for formats without a dropoff time (Kaggle test)
-RAW = "_raw"  # the source row as read, as a struct
-FORMAT = "format"
-SOURCE = "source"
 
 _CANONICAL_TYPES = {field.name: field.dataType for field in TRIP_SCHEMA.fields}
 _PARSED_FIELDS = [

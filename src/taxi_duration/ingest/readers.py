@@ -13,7 +13,10 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 
-from taxi_duration.errors import UnreadableInputError
+from taxi_duration.errors import (
+    UnreadableInputError,
+    spark_error_summary,
+)
 
 CORRUPT_RECORD = "_corrupt_record"
 _DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".txt")
@@ -124,22 +127,6 @@ def read_header(spark: SparkSession, source: Source) -> list[str]:
     if not columns:
         raise UnreadableInputError(f"{source.path}: empty file, expected a header line with the trip columns")
     return columns
-
-
-GRPC_STATUS = re.compile(r'status = StatusCode\.(\w+)\s+details = "([^"]*)"')
-
-
-def spark_error_summary(exc: Exception) -> str:
-    """The first meaningful line of a Spark (or py4j-wrapped JVM, or Spark Connect gRPC) error, at most 200
-    characters."""
-    grpc = GRPC_STATUS.search(str(exc))
-    if grpc:  # "<_InactiveRpcError ... status = StatusCode.UNAVAILABLE ... details = "...">"
-        return f"Spark Connect: {grpc.group(1)}: {grpc.group(2)}"[:200]
-    for line in str(exc).strip().splitlines():
-        text = line.strip().removeprefix(":").strip()
-        if text and not text.startswith("An error occurred while calling"):
-            return text.removeprefix("org.apache.spark.SparkException: ")[:200]
-    return exc.__class__.__name__
 
 
 def read_raw(spark: SparkSession, source: Source, columns: list[str]) -> DataFrame:

@@ -22,8 +22,10 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from taxi_duration.columns import PREDICTION
 from taxi_duration.errors import ConfigError, ModelNotFoundError, NoDataError
 from taxi_duration.features.definitions import FEATURE_COLUMNS, FEATURE_INPUT_COLUMNS, with_features
+from taxi_duration.features.output import minutes_from_log_seconds
 from taxi_duration.monitor import report as html_report
 from taxi_duration.monitor.drift import (
     CURRENT,
@@ -40,8 +42,6 @@ from taxi_duration.monitor.realized import ACTUAL, ERROR_COLUMNS, PREDICTED, err
 from taxi_duration.params import MonitorParams
 from taxi_duration.registry.promotion import alias_version
 from taxi_duration.registry.spark_model import load_spark_model
-from taxi_duration.train.evaluate import minutes_from_log_seconds
-from taxi_duration.train.pipeline import PREDICTION
 from taxi_duration.zones import BOROUGH_CODES
 
 # `cycle` and schedulers branch on this: 0 no alert, 2 bad input (as every command), 4 alert with --fail-on-alert

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from taxi_duration.ingest.normalize import EXPECTS_DROPOFF, FORMAT, IS_CORRUPT, PROBLEMS, RAW, SOURCE
+from taxi_duration.columns import EXPECTS_DROPOFF, FORMAT, IS_CORRUPT, PROBLEMS, RAW, SOURCE
 from taxi_duration.params import QualityParams
 from taxi_duration.schema import TRIP_COLUMNS
 from taxi_duration.zones import MAX_ZONE_ID

@@ -25,10 +25,10 @@ from mlflow.types.schema import ColSpec, Schema
 from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 
+from taxi_duration.columns import PREDICTION
 from taxi_duration.errors import TaxiDurationError
 from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS
 from taxi_duration.schema import TRIP_SCHEMA
-from taxi_duration.train.pipeline import PREDICTION
 
 SPARKML = "sparkml"  # the sub-folder mlflow.spark uses for the saved PipelineModel
 

@@ -8,8 +8,8 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from taxi_duration.train.evaluate import minutes_from_log_seconds
-from taxi_duration.train.pipeline import PREDICTION
+from taxi_duration.columns import PREDICTION
+from taxi_duration.features.output import minutes_from_log_seconds
 
 
 def with_predictions(

@@ -8,6 +8,7 @@ from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from taxi_duration.features.definitions import zone_centroid_sql
+from taxi_duration.features.output import minutes_from_log_seconds  # noqa: F401 (re-exported)
 from taxi_duration.regimes import Regime
 
 PREDICTED_MINUTES = "predicted_minutes"
@@ -16,11 +17,6 @@ BASELINE_MINUTES = "baseline_minutes"
 MEDIAN_ACCURACY = 1_000
 # rmsle is on minutes (what promotion compares); rmsle_seconds is Kaggle's NYC Taxi Trip Duration definition
 METRIC_NAMES = ("rmse_minutes", "mae_minutes", "rmsle", "rmsle_seconds", "r2", "rows")
-
-
-def minutes_from_log_seconds(prediction: Column) -> Column:
-    """Model output (ln seconds) -> minutes."""
-    return F.exp(prediction) / F.lit(60.0)
 
 
 def _metric_columns(predicted: str, actual: str, prefix: str) -> list[Column]:

@@ -10,12 +10,12 @@ from pyspark.ml.param import Param
 from pyspark.ml.regression import GBTRegressor, LinearRegression, RandomForestRegressor
 from pyspark.ml.tuning import ParamGridBuilder
 
+from taxi_duration.columns import PREDICTION
 from taxi_duration.features.definitions import CLASSIC_FEATURE_COLUMNS, FEATURE_COLUMNS, LABEL, feature_sql
 from taxi_duration.features.travel_times import TravelTimes
 from taxi_duration.params import ModelKind, TrainParams
 
 FEATURES_VECTOR = "features"
-PREDICTION = "prediction"
 
 
 def feature_columns(kind: ModelKind) -> tuple[str, ...]:
