@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export SPARK_LOCAL_IP ?= 127.0.0.1
+# pytest processes (pytest-xdist); each module runs whole in one of them (--dist loadfile). Each process holds a
+# local[2] Spark of 2 GB and starts its own subprocesses: 2 suits 2 cores and 8 GB; TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: install dev demo test test-fast lint format clean bench
 
@@ -25,10 +29,10 @@ demo: install  ## ingest, train, score and report on 1M synthetic trips plus the
 	$(BIN)/taxi-duration demo
 
 test: dev  ## every test (starts local Spark, MLflow and servers on 127.0.0.1 as needed)
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: dev  ## the inner loop: every test not marked slow (no subprocess pipelines, clusters or servers)
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: dev  ## ruff and mypy, as in CI
 	$(BIN)/ruff check src tests benchmarks

@@ -1,9 +1,15 @@
-"""What the tests share: one session-scoped Spark (local[2], UI off, 2 shuffle partitions, quick JIT), the real
-sample ingested once and a champion trained on it once (copied by the tests that change them), small served models,
-the wheel, and the helpers `cli_json`, `copy_workspace`, `free_port` and `wait_http`."""
+"""What the tests share: one session-scoped Spark per pytest process (local[2], UI off, 2 shuffle partitions, quick
+JIT), the real sample ingested once and a champion trained on it once (copied by the tests that change them), small
+served models, the wheel, and the helpers `cli_json`, `copy_workspace`, `free_port` and `wait_http`.
+
+`make test` runs the modules in two pytest-xdist processes (`--dist loadfile`: a module's tests, and so its module
+fixtures such as the standalone cluster, stay in one process). The session's files (ingested sample, champion, served
+models, wheel) are built once for both processes: the first to need one builds it under a lock (`shared`), the other
+waits and reuses it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -128,6 +134,23 @@ def uvicorn_thread(app: Callable[..., Any], log_level: str = "error") -> Iterato
         thread.join(20)
 
 
+def shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]) -> Path:
+    """A folder `name` built once per test run: `build(folder)` fills it. Under pytest-xdist the processes share it
+    (the first one builds it under a file lock, the others wait for it); without xdist it is this session's."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's temporary folder, shared by the workers
+    folder, built = root / f"shared-{name}", root / f"shared-{name}.built"
+    with (root / f"shared-{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
+
+
 def _tail(log: Path | None) -> str:
     return log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
 
@@ -170,21 +193,26 @@ def data_dir() -> Path:
 def sample_ingested(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace holding the real 2019-03 sample as `taxi-duration ingest` leaves it (6,500 rows: 6,352 trips,
     148 quarantined), with `small.yaml` (SMALL_MODELS) beside it. Shared: copy it (`copy_workspace`) to change it."""
-    workspace = tmp_path_factory.mktemp("sample-ingested")
-    (workspace / "small.yaml").write_text(SMALL_MODELS, encoding="utf-8")
-    ingested = cli_json(workspace, "ingest", str(SAMPLE))
-    assert (ingested["rows_in"], ingested["rows_clean"], ingested["rows_quarantined"]) == (6500, 6352, 148)
-    return workspace
+
+    def build(workspace: Path) -> None:
+        (workspace / "small.yaml").write_text(SMALL_MODELS, encoding="utf-8")
+        ingested = cli_json(workspace, "ingest", str(SAMPLE))
+        assert (ingested["rows_in"], ingested["rows_clean"], ingested["rows_quarantined"]) == (6500, 6352, 148)
+
+    return shared(tmp_path_factory, "sample-ingested", build)
 
 
 @pytest.fixture(scope="session")
 def sample_champion(sample_ingested: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`sample_ingested` plus a small GBT (SMALL_MODELS) trained by `taxi-duration train`: version 1, the champion.
     Shared: copy it (`copy_workspace`) to change it."""
-    workspace = copy_workspace(sample_ingested, tmp_path_factory.mktemp("sample-champion"))
-    gbt = cli_json(workspace, "train", "--model", "gbt", config=workspace / "small.yaml")
-    assert (gbt["model_version"], gbt["promotion"]["promote"]) == ("1", True)
-    return workspace
+
+    def build(workspace: Path) -> None:
+        copy_workspace(sample_ingested, workspace)
+        gbt = cli_json(workspace, "train", "--model", "gbt", config=workspace / "small.yaml")
+        assert (gbt["model_version"], gbt["promotion"]["promote"]) == ("1", True)
+
+    return shared(tmp_path_factory, "sample-champion", build)
 
 
 SERVED_METRICS_BY_REGIME = {
@@ -208,34 +236,35 @@ def served_models(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory)
     from taxi_duration.train.pipeline import build_pipeline
     from taxi_duration.train.travel_times import build_travel_times
 
-    rng = random.Random(11)
-    rows = []
-    for i in range(120):
-        trip: dict[str, object] = dict.fromkeys(TRIP_COLUMNS)
-        pickup = datetime(2024, 1, 1, 6) + timedelta(hours=rng.randrange(24 * 300))
-        miles = round(rng.uniform(0.5, 15.0), 2)
-        trip.update(
-            trip_id=i,
-            service="yellow",
-            source_file="hand-built",
-            pickup_datetime=pickup,
-            pickup_location_id=rng.randint(1, 263),
-            dropoff_location_id=rng.randint(1, 263),
-            trip_distance=None if i % 4 == 0 else miles,
-            duration_s=float(round((120 + 170 * miles) * rng.uniform(0.8, 1.2))),
-        )
-        rows.append(tuple(trip[c] for c in TRIP_COLUMNS))
-    root = tmp_path_factory.mktemp("served-models")
-    train = spark.createDataFrame(rows, TRIP_SCHEMA).transform(with_label)
-    travel_times = build_travel_times(train, min_trips=1)  # the pair features as train embeds them
-    out: dict[str, Path] = {}
-    for name, params in (("a", {"maxIter": 4, "maxDepth": 3}), ("b", {"maxIter": 2, "maxDepth": 2})):
-        build_pipeline("gbt", TrainParams(gbt=params), travel_times).fit(train).write().save(str(root / name))
-    for version, fitted in (("7", "a"), ("8", "a"), ("9", "b")):
-        out[version] = export_model(
-            root / fitted, root / f"v{version}", "taxi-duration", version, {"rmsle": 0.31}, SERVED_METRICS_BY_REGIME
-        )
-    return out
+    def build(root: Path) -> None:
+        rng = random.Random(11)
+        rows = []
+        for i in range(120):
+            trip: dict[str, object] = dict.fromkeys(TRIP_COLUMNS)
+            pickup = datetime(2024, 1, 1, 6) + timedelta(hours=rng.randrange(24 * 300))
+            miles = round(rng.uniform(0.5, 15.0), 2)
+            trip.update(
+                trip_id=i,
+                service="yellow",
+                source_file="hand-built",
+                pickup_datetime=pickup,
+                pickup_location_id=rng.randint(1, 263),
+                dropoff_location_id=rng.randint(1, 263),
+                trip_distance=None if i % 4 == 0 else miles,
+                duration_s=float(round((120 + 170 * miles) * rng.uniform(0.8, 1.2))),
+            )
+            rows.append(tuple(trip[c] for c in TRIP_COLUMNS))
+        train = spark.createDataFrame(rows, TRIP_SCHEMA).transform(with_label)
+        travel_times = build_travel_times(train, min_trips=1)  # the pair features as train embeds them
+        for name, params in (("a", {"maxIter": 4, "maxDepth": 3}), ("b", {"maxIter": 2, "maxDepth": 2})):
+            build_pipeline("gbt", TrainParams(gbt=params), travel_times).fit(train).write().save(str(root / name))
+        for version, fitted in (("7", "a"), ("8", "a"), ("9", "b")):
+            export_model(
+                root / fitted, root / f"v{version}", "taxi-duration", version, {"rmsle": 0.31}, SERVED_METRICS_BY_REGIME
+            )
+
+    root = shared(tmp_path_factory, "served-models", build)
+    return {version: root / f"v{version}" for version in ("7", "8", "9")}
 
 
 @pytest.fixture(scope="session")
@@ -244,11 +273,12 @@ def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import subprocess
     import sys
 
-    dist = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--disable-pip-version-check", "-w", dist, REPO],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return next(dist.glob("taxi_duration_predictor-*.whl"))
+    def build(dist: Path) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--disable-pip-version-check", "-w", dist, REPO],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+
+    return next(shared(tmp_path_factory, "wheel", build).glob("taxi_duration_predictor-*.whl"))
