@@ -1,11 +1,12 @@
 """The serving install: the wheel without extras in a fresh virtualenv has no pyspark (nor Java, nor MLflow's
-server side) and still serves an exported model over HTTP with the same predictions as in-process.
+server side, nor pyarrow) and still serves an exported model over HTTP with the same predictions as in-process.
 
 Dependencies come from PyPI through pip's cache (no --no-index: the serving set differs from the dev venv's).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -49,7 +50,8 @@ def test_the_serving_install_has_no_spark_and_no_mlflow_server_side(serving_venv
     probe = (
         "import importlib.util, json; "
         "print(json.dumps({m: importlib.util.find_spec(m) is not None for m in "
-        "['pyspark', 'py4j', 'matplotlib', 'sklearn', 'sqlalchemy', 'flask', 'mlflow', 'fastapi', 'taxi_duration']}))"
+        "['pyspark', 'py4j', 'matplotlib', 'sklearn', 'sqlalchemy', 'flask', 'pyarrow', 'mlflow', 'fastapi', "
+        "'taxi_duration']}))"
     )
     found = json.loads(subprocess.check_output([str(serving_venv / "bin" / "python"), "-c", probe], timeout=60))
     assert found == {
@@ -59,6 +61,7 @@ def test_the_serving_install_has_no_spark_and_no_mlflow_server_side(serving_venv
         "sklearn": False,
         "sqlalchemy": False,
         "flask": False,
+        "pyarrow": False,  # the `parquet` extra: the request log and Parquet files only
         "mlflow": True,  # the client, from mlflow-skinny
         "fastapi": True,
         "taxi_duration": True,
@@ -134,6 +137,28 @@ def test_the_serving_install_names_what_a_sqlite_registry_needs(serving_venv: Pa
     assert "a SQLite MLflow store needs the pipeline install" in result.stderr
 
 
+@pytest.mark.parametrize("asks", ["request-log", "parquet-out"])
+def test_the_serving_install_names_what_parquet_needs(
+    asks: str, serving_venv: Path, served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """Without pyarrow, the request log and Parquet output are refused up front: one line naming the extra."""
+    trips = tmp_path / "trips.csv"
+    trips.write_text("pickup_datetime,pickup_location_id,dropoff_location_id\n2024-05-01 08:30:00,161,236\n")
+    model = ["--model-dir", str(served_models["7"])]
+    args = (
+        ["serve", *model, "--port", str(free_port()), "--request-log", str(tmp_path / "log")]
+        if asks == "request-log"
+        else ["predict", str(trips), *model, "--out", str(tmp_path / "out.parquet")]
+    )
+    command = [str(serving_venv / "bin" / "taxi-duration"), "--workspace", str(tmp_path), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "Parquet needs pyarrow" in result.stderr
+    assert "pip install 'taxi-duration-predictor[parquet]'" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trips.csv"]  # no log folder, no output file
+
+
 @pytest.fixture(scope="module")
 def registry(served_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` (from the dev venv, SQLite store, proxied artifacts) holding `taxi-duration` v1 with
@@ -187,16 +212,21 @@ def test_the_serving_install_follows_an_alias_on_an_mlflow_server(
     }
     assert answer["model_name"] == "taxi-duration" and answer["model_version"] == "7"  # the folder's own version
     assert answer["duration_minutes"] == pytest.approx(model.predict_minutes(trip), abs=1e-9)
-    # `predict` in the serving install reads the same alias and leaves no temporary folder behind
+    # `predict` in the serving install reads the same alias, writes CSV by default (no pyarrow) and leaves no
+    # temporary folder behind
     trips = tmp_path / "trips.csv"
     (tmp_path / "tmp").mkdir()
     trips.write_text(
         "pickup_datetime,pickup_location_id,dropoff_location_id,trip_distance\n2024-05-01 08:30:00,161,236,2.4\n"
     )
     done = subprocess.run(
-        [*command, "predict", str(trips), "--out", str(tmp_path / "out.csv"), "--json"],
+        [*command, "predict", str(trips), "--json"],
         capture_output=True, text=True, timeout=120, env={**env, "TMPDIR": str(tmp_path / "tmp")},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1])["predicted"] == 1
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["predicted"] == 1 and report["path"] == str(tmp_path / "trips.predictions.csv")
+    with (tmp_path / "trips.predictions.csv").open() as written:
+        row = next(csv.DictReader(written))
+    assert float(row["predicted_duration_minutes"]) == pytest.approx(model.predict_minutes(trip), abs=1e-9)
     assert list((tmp_path / "tmp").iterdir()) == []

@@ -91,10 +91,13 @@ def serve(
     import uvicorn
 
     from taxi_duration.serve.app import create_app
+    from taxi_duration.serve.parquet import require_pyarrow
     from taxi_duration.serve.predictor import ExportedModel
     from taxi_duration.serve.request_log import RequestLog
 
     settings: Settings = ctx.obj.settings
+    if request_log is not None:  # before loading anything: the serving install has no pyarrow
+        require_pyarrow(f"--request-log {request_log}")
     quality = _params(settings).quality  # the API refuses what ingest would quarantine, under the same --config
     loader, probe, what = _model_source(settings, _alias(settings, model_alias), model_dir)
     first = [_load_first(loader, what)]
@@ -131,7 +134,11 @@ def predict(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON-lines trips (TLC, Kaggle or canonical columns).")],
     out: Annotated[
-        Path | None, typer.Option(help="Output .parquet or .csv (default: FILE.predictions.parquet).")
+        Path | None,
+        typer.Option(
+            help="Output .parquet or .csv (default: FILE.predictions.parquet; .csv in a serving install without "
+            "pyarrow)."
+        ),
     ] = None,
     alias: Annotated[
         str | None,
@@ -142,14 +149,18 @@ def predict(
 ) -> None:
     """Score a small file in-process with the exported model (no Spark start-up): for quick batches."""
     from taxi_duration.serve.batch_file import predict_file
+    from taxi_duration.serve.parquet import has_pyarrow, require_pyarrow
 
     console = _console(as_json)
     settings: Settings = ctx.obj.settings
+    suffix = ".predictions.parquet" if has_pyarrow() else ".predictions.csv"
+    target = out or file.with_name(file.name.split(".")[0] + suffix)
+    if target.suffix != ".csv":  # before scoring: a serving install without pyarrow writes CSV only
+        require_pyarrow(f"--out {target}")
     model = _exported_model(settings, _alias(settings, alias), model_dir)
     start = time.perf_counter()
     result = predict_file(model, file)
     seconds = time.perf_counter() - start
-    target = out or file.with_name(file.name.split(".")[0] + ".predictions.parquet")
     if target.suffix == ".csv":
         result.to_csv(target, index=False)
     else:

@@ -9,6 +9,7 @@ import pandas as pd
 from taxi_duration.errors import UnknownFormatError, UnreadableInputError
 from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS
 from taxi_duration.ingest.formats import detect_format
+from taxi_duration.serve.parquet import require_pyarrow
 from taxi_duration.serve.predictor import ExportedModel
 
 _NEEDED = FEATURE_INPUT_COLUMNS
@@ -19,6 +20,7 @@ def read_trip_file(path: Path) -> pd.DataFrame:
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")) or path.is_dir():
+            require_pyarrow(str(path))
             return pd.read_parquet(path)
         if name.endswith((".jsonl", ".ndjson", ".json")):
             return pd.read_json(path, lines=True)

@@ -28,8 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from taxi_duration.errors import TaxiDurationError
 from taxi_duration.features.definitions import FEATURE_COLUMNS, feature_sql, travel_times_in
 from taxi_duration.serve.online_features import FeatureTables
@@ -93,6 +91,9 @@ def _param(metadata: Mapping[str, Any], name: str) -> Any:
 
 
 def _read_table(folder: Path) -> list[dict[str, Any]]:
+    # imported here: exporting runs in the pipeline (which has pyarrow), next to Spark; serving only reads model.json
+    import pyarrow.parquet as pq
+
     if not folder.is_dir():
         raise ExportError(f"{folder}: missing model data folder")
     return pq.read_table(folder).to_pylist()

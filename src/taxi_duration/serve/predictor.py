@@ -324,8 +324,9 @@ mlflow.models.set_model(ExportedModelPyfunc())
 '''
 
 # what `import taxi_duration.serve.predictor` needs (the MLflow client, the scorer's arrays, the holiday calendar of
-# the features, pyarrow for `taxi_duration.serve`): no pyspark, no JVM (checked by the import contract in CI)
-_REQUIREMENTS = ("mlflow-skinny", "numpy", "pandas", "pyarrow", "holidays")
+# the features): no pyspark, no JVM (checked by the import contract in CI), no pyarrow (the model is JSON; the
+# serving install runs without it, tests/test_serving_install.py)
+_REQUIREMENTS = ("mlflow-skinny", "numpy", "pandas", "holidays")
 
 
 def serving_requirements() -> list[str]:

@@ -16,44 +16,53 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from taxi_duration.serve.parquet import require_pyarrow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
-# One row per predicted ride. Column names are the canonical trip's where they mean the same thing, so a Spark or
-# DuckDB reader can score or monitor the logged rides as trips.
-SCHEMA = pa.schema(
-    [
-        ("logged_at", pa.timestamp("us", tz="UTC")),
-        ("ride_id", pa.string()),
-        ("pickup_datetime", pa.timestamp("us")),  # New York wall-clock, as in the trips table
-        ("pickup_location_id", pa.int32()),
-        ("dropoff_location_id", pa.int32()),
-        ("trip_distance", pa.float64()),
-        ("pickup_latitude", pa.float64()),
-        ("pickup_longitude", pa.float64()),
-        ("dropoff_latitude", pa.float64()),
-        ("dropoff_longitude", pa.float64()),
-        ("passenger_count", pa.int32()),
-        ("service", pa.string()),
-        ("regime", pa.string()),  # recorded_distance, zones_only or coordinates_only (regimes.py)
-        ("duration_minutes", pa.float64()),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("shadow_model_version", pa.string()),
-        ("shadow_duration_minutes", pa.float64()),
-    ]
-)
-COLUMNS = tuple(SCHEMA.names)
+
+def schema() -> pa.Schema:
+    """One row per predicted ride. Column names are the canonical trip's where they mean the same thing, so a Spark
+    or DuckDB reader can score or monitor the logged rides as trips. (pyarrow is imported only when a log is
+    opened: the serving install runs without it, the log off.)"""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("logged_at", pa.timestamp("us", tz="UTC")),
+            ("ride_id", pa.string()),
+            ("pickup_datetime", pa.timestamp("us")),  # New York wall-clock, as in the trips table
+            ("pickup_location_id", pa.int32()),
+            ("dropoff_location_id", pa.int32()),
+            ("trip_distance", pa.float64()),
+            ("pickup_latitude", pa.float64()),
+            ("pickup_longitude", pa.float64()),
+            ("dropoff_latitude", pa.float64()),
+            ("dropoff_longitude", pa.float64()),
+            ("passenger_count", pa.int32()),
+            ("service", pa.string()),
+            ("regime", pa.string()),  # recorded_distance, zones_only or coordinates_only (regimes.py)
+            ("duration_minutes", pa.float64()),
+            ("model_name", pa.string()),
+            ("model_version", pa.string()),
+            ("shadow_model_version", pa.string()),
+            ("shadow_duration_minutes", pa.float64()),
+        ]
+    )
+
+
 PREFIX = "requests-"
 PART = ".part"
 
 
 class RequestLog:
-    """Append rows (tuples in `COLUMNS` order) from any thread; a writer thread batches them into Parquet."""
+    """Append rows (tuples in `schema()` order) from any thread; a writer thread batches them into Parquet."""
 
     def __init__(
         self,
@@ -67,6 +76,8 @@ class RequestLog:
     ) -> None:
         if file_bytes < 1 or max_bytes < file_bytes:
             raise ValueError("the request log needs 0 < file_bytes <= max_bytes")
+        require_pyarrow(f"request log {folder}")
+        self.schema = schema()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.file_bytes = file_bytes
@@ -129,15 +140,18 @@ class RequestLog:
                     self._rotate()
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         if self._writer is None:
             self._sequence += 1
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
             self._part = self.folder / f".{PREFIX}{stamp}-{self._sequence:06d}.parquet{PART}"
-            self._writer = pq.ParquetWriter(self._part, SCHEMA, compression="zstd")
+            self._writer = pq.ParquetWriter(self._part, self.schema, compression="zstd")
             self._opened = time.monotonic()
         columns = list(zip(*rows, strict=True))
-        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA, strict=True)]
-        table = pa.Table.from_arrays(arrays, schema=SCHEMA)
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
         self._writer.write_table(table)
         self.rows_written += len(rows)
         assert self._part is not None
