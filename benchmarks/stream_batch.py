@@ -61,7 +61,8 @@ def measure(base: Path, model_ws: Path, batches: int, files_per_batch: int) -> d
     from taxi_duration.params import QualityParams
     from taxi_duration.settings import Settings
     from taxi_duration.spark import configure_driver_process, get_spark
-    from taxi_duration.stream.job import ChampionTracker, ScoreBatch, StreamPaths
+    from taxi_duration.stream.paths import StreamPaths
+    from taxi_duration.stream.scorer import ChampionTracker, ScoreBatch
     from taxi_duration.stream.sources import FILE_URI, LANDED_AT, LINE, BatchClassifier, batch_files, plan_files
     from taxi_duration.tracking import configure_mlflow
 

@@ -211,7 +211,7 @@ def test_stream_source_reads_the_stream_predictions(workspace: Path, spark: Spar
     champion) monitored with --source stream: its predictions are reused, and the realised error is the one the
     lakehouse trips give."""
     from taxi_duration.score.batch import with_predictions
-    from taxi_duration.stream.job import PREDICTIONS_SCHEMA
+    from taxi_duration.stream.paths import PREDICTIONS_SCHEMA
 
     mlflow.set_tracking_uri(f"sqlite:///{workspace.resolve() / 'mlflow.db'}")
     trips = (

@@ -27,15 +27,10 @@ from taxi_duration.ingest.job import run_ingest
 from taxi_duration.params import QualityParams
 from taxi_duration.score.batch import with_predictions
 from taxi_duration.settings import Settings
-from taxi_duration.stream.job import (
-    ChampionTracker,
-    StreamOptions,
-    StreamPaths,
-    read_borough_windows,
-    read_stream_predictions,
-    run_stream,
-)
+from taxi_duration.stream.job import StreamOptions, read_borough_windows, read_stream_predictions, run_stream
+from taxi_duration.stream.paths import StreamPaths
 from taxi_duration.stream.replay import load_trips, replay
+from taxi_duration.stream.scorer import ChampionTracker
 from taxi_duration.tracking import configure_mlflow
 
 pytestmark = pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pyspark.sql.types import (
     DoubleType,
     IntegerType,
@@ -22,8 +24,14 @@ _TYPES = {
     "timestamp": TimestampType(),
 }
 
+
+def struct_type(fields: Iterable[tuple[str, str, bool]]) -> StructType:
+    """(name, Spark SQL type name, nullable) triples, as `columns.TRIP_FIELDS` spells them -> a `StructType`."""
+    return StructType([StructField(name, _TYPES[kind], nullable) for name, kind, nullable in fields])
+
+
 # Columns of a canonical trip, in order (names and types from `columns.TRIP_FIELDS`, which serving reads).
-TRIP_SCHEMA = StructType([StructField(name, _TYPES[kind], nullable) for name, kind, nullable in TRIP_FIELDS])
+TRIP_SCHEMA = struct_type(TRIP_FIELDS)
 
 # Partition columns of the `trips` table (after the canonical columns).
 PARTITION_COLUMNS = ("service", "year", "month", "source")
@@ -58,4 +66,5 @@ __all__ = [
     "TRIPS_TABLE_SCHEMA",
     "TRIP_COLUMNS",
     "TRIP_SCHEMA",
+    "struct_type",
 ]

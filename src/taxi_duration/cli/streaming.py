@@ -73,7 +73,8 @@ def stream(
 ) -> None:
     """Score trip files as they land (Structured Streaming, exactly once across restarts), with live counts per
     pickup borough and 5-minute window. Ctrl-C or SIGTERM stops it cleanly; restart resumes from the checkpoint."""
-    from taxi_duration.stream.job import StreamOptions, StreamPaths, run_stream
+    from taxi_duration.stream.job import StreamOptions, run_stream
+    from taxi_duration.stream.paths import StreamPaths
     from taxi_duration.tracking import configure_mlflow
 
     console = _console(as_json)
@@ -128,7 +129,7 @@ def replay(
     as_json: JsonOption = False,
 ) -> None:
     """Replay stored trips into the landing folder in event-time order at a given rate (atomic files)."""
-    from taxi_duration.stream.job import StreamPaths
+    from taxi_duration.stream.paths import StreamPaths
     from taxi_duration.stream.replay import load_trips
     from taxi_duration.stream.replay import replay as run_replay
 

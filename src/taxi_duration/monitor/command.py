@@ -54,7 +54,7 @@ def monitor_command(
     trips = read_trips(spark, settings.trips_path)
     stream_predictions = None
     if source == "stream":
-        from taxi_duration.stream.job import PREDICTIONS_TABLE_SCHEMA, StreamPaths
+        from taxi_duration.stream.paths import PREDICTIONS_TABLE_SCHEMA, StreamPaths
 
         stream_predictions = read_optional_parquet(
             spark, StreamPaths.under(settings.workspace).predictions, PREDICTIONS_TABLE_SCHEMA
