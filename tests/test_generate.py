@@ -13,16 +13,9 @@ from pyspark.testing import assertDataFrameEqual
 
 from taxi_duration.errors import ConfigError
 from taxi_duration.generate import GREEN_COLUMNS, YELLOW_COLUMNS, DirtRates, month_row_counts, synthetic_trips
-from taxi_duration.generate.synthetic import (
-    DAY_LONG_MIN_S,
-    DAY_LONG_SPAN_S,
-    MAX_DURATION_S,
-    MIN_DURATION_S,
-    alias_table,
-    miles_matrix,
-    zone_pairs,
-    zone_table,
-)
+from taxi_duration.generate.lookups import zone_pairs, zone_table
+from taxi_duration.generate.profile import alias_table, miles_matrix
+from taxi_duration.generate.synthetic import DAY_LONG_MIN_S, DAY_LONG_SPAN_S, MAX_DURATION_S, MIN_DURATION_S
 
 ROWS = 20_000
 NO_DIRT = DirtRates(

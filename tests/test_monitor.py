@@ -18,8 +18,7 @@ from conftest import cli_json
 from taxi_duration import cli
 from taxi_duration.monitor.job import ALERT_EXIT_CODE
 from taxi_duration.registry.spark_model import load_spark_model
-from taxi_duration.train.evaluate import regression_metrics
-from taxi_duration.train.job import predict_minutes
+from taxi_duration.train.evaluate import predict_minutes, regression_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -14,18 +14,19 @@ import glob
 import importlib.util
 import json
 import math
+import multiprocessing
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from taxi_duration.bench.measure import machine, parse_size, run_measured
-from taxi_duration.bench.workloads import ENGINES, EXIT_OOM, TRAINING_ENGINES
+from taxi_duration.bench.workloads.common import ENGINES, EXIT_OOM, TRAINING_ENGINES
 from taxi_duration.errors import BenchmarkError, ConfigError
 
 RELATIVE_TOLERANCE = 1e-9
@@ -131,33 +132,27 @@ def ensure_data(
         if _is_complete(paths[fmt], f".{fmt}"):
             continue
         log(f"generating {rows:,} trips as {fmt} -> {paths[fmt]}")
-        command = [
-            sys.executable,
-            "-m",
-            "taxi_duration.cli",
-            "--workspace",
-            str(data_dir / "workspace"),
-            "generate",
-            "--rows",
-            str(rows),
-            "--out",
-            str(paths[fmt]),
-            "--format",
-            fmt,
-            "--seed",
-            str(seed),
-            "--start",
-            "2024-01",
-            "--months",
-            "1",
-        ]
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=_child_env())
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise ConfigError(f"generating {rows:,} trips ({fmt}) failed: {' | '.join(tail)}")
+        # a child process: the generator's JVM and heap end with it, not beside the engines measured next
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
+            try:
+                child.submit(_generate, rows, paths[fmt], fmt, seed, data_dir / "workspace").result()
+            except Exception as exc:
+                raise ConfigError(f"generating {rows:,} trips ({fmt}) failed: {exc}") from None
         seconds[fmt] = round(time.perf_counter() - start, 1)
     return paths, seconds
+
+
+def _generate(rows: int, out: Path, fmt: str, seed: int, workspace: Path) -> None:
+    """In the child: the session as the CLI builds it (settings of this workspace), then the generator's writer."""
+    from taxi_duration.generate.output import write_synthetic
+    from taxi_duration.settings import get_settings
+    from taxi_duration.spark import configure_driver_process, get_spark
+
+    os.environ.update(_child_env())
+    settings = get_settings(workspace=workspace)
+    configure_driver_process(settings)  # the child is its own entry point
+    write_synthetic(get_spark(settings), out, rows, fmt, seed=seed, start="2024-01", months=1)
 
 
 def _child_env() -> dict[str, str]:

@@ -34,7 +34,7 @@ def generate(
 ) -> None:
     """Generate synthetic trips in the exact TLC schema with Spark (deterministic for a seed, with real-world dirt)."""
     from taxi_duration.errors import ConfigError
-    from taxi_duration.generate.synthetic import month_row_counts, synthetic_trips
+    from taxi_duration.generate.output import plan_months, write_month
 
     if fmt not in ("csv", "parquet"):
         raise ConfigError(f"--format: expected csv or parquet, found '{fmt}'")
@@ -43,21 +43,12 @@ def generate(
     console = _console(as_json)
     settings: Settings = ctx.obj.settings
     spark = _spark(settings)
-    out = out or settings.workspace / "raw" / "synthetic"
-    plan = month_row_counts(rows, start, months)
-    written = []
-    for index, (year, month, count) in enumerate(plan):
-        target = out / f"{service}_tripdata_{year:04d}-{month:02d}"
-        with _stage(console, f"generating {count:,} {service} trips for {year:04d}-{month:02d} -> {target}"):
-            trips = synthetic_trips(
-                spark, count, year, month, seed=seed + index, service=service, partitions=partitions
-            )
-            writer = trips.write.mode("overwrite")
-            if fmt == "csv":
-                writer.option("header", True).option("timestampFormat", "yyyy-MM-dd HH:mm:ss").csv(str(target))
-            else:
-                writer.parquet(str(target))
-        written.append(str(target))
+    plan = plan_months(out or settings.workspace / "raw" / "synthetic", rows, start, months, seed, service)
+    for month in plan:
+        label = f"{month.rows:,} {service} trips for {month.year:04d}-{month.month:02d} -> {month.target}"
+        with _stage(console, f"generating {label}"):
+            write_month(spark, month, fmt, service, partitions)
+    written = [str(month.target) for month in plan]
     result = {"rows": rows, "format": fmt, "seed": seed, "service": service, "paths": written}
     if as_json:
         _emit_json(result)

@@ -4,6 +4,9 @@ Registration is the end of a train, and the champion alias moves last: by then e
 been logged and loaded back (train/job.py). The steps that follow, each one MLflow call, are recorded on the run
 (tag `taxi_duration.state`) so that the next `train` can finish or undo a train killed among them
 (`recover_interrupted_runs`): the registry is then as before that train or as after it.
+
+The registry neither fits nor scores: the train job hands it the challenger's metrics and a function that scores
+the champion on the same validation trips (`challenge_champion`).
 """
 
 from __future__ import annotations
@@ -16,17 +19,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import mlflow
-from mlflow.entities import RunStatus
+from mlflow.entities import RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from taxi_duration import __version__
 from taxi_duration.faults import crash_point
+from taxi_duration.params import PipelineParams
+from taxi_duration.serve.champion import load_registered
 
 STATE_TAG = "taxi_duration.state"  # logging -> registering -> committed
 PID_TAG = "taxi_duration.pid"
 HOST_TAG = "taxi_duration.host"
 PREVIOUS_CHALLENGER_TAG = "taxi_duration.previous_challenger"
 DECISION_TAG = "promotion_decision"
+PROMOTED_TAG = "promoted"
 HIGHEST_VERSION_TAG = "taxi_duration.highest_version"  # on the registered model: versions ever created
 VERSION_TAG = "taxi_duration_version"  # set on every run this package logs
 
@@ -102,8 +109,44 @@ def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | No
 
 
 def process_tags() -> dict[str, str]:
-    """Tags that let a later `train` tell a run whose process died from one still running."""
-    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), STATE_TAG: "logging"}
+    """Tags a train run starts with: this package's version, and what lets a later `train` tell a run whose
+    process died from one still running."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), STATE_TAG: "logging", VERSION_TAG: __version__}
+
+
+# metrics of a model on this train's validation trips: (the metrics, the metrics per regime)
+ChampionScores = tuple[dict[str, float], dict[str, dict[str, float]]]
+
+
+def challenge_champion(
+    client: MlflowClient,
+    model_name: str,
+    params: PipelineParams,
+    metrics: dict[str, float],
+    by_regime: dict[str, dict[str, float]],
+    score_champion: Callable[[str], ChampionScores],
+) -> PromotionDecision:
+    """Whether the challenger (`metrics`, `by_regime`) replaces the champion, measured on the same trips.
+
+    `score_champion(model_uri)` scores the champion on this run's validation trips, so both numbers mean the same
+    thing; its scores are logged on the active run (`champion_<metric>`, `champion_<regime>_rmsle`). A champion
+    that cannot be served (its exported model missing: a train killed by older versions) does not defend its place."""
+    metric = params.train.promote_metric
+    tolerance = params.train.promote_tolerance
+    champion_version = alias_version(client, model_name, params.registry.champion_alias)
+    if champion_version is None:
+        return decide_promotion(metric, metrics[metric], None, None, tolerance, [])
+    try:
+        load_registered(model_name, champion_version)
+    except Exception as exc:
+        why = f"champion v{champion_version} cannot be served ({exc.__class__.__name__}); replaced"
+        return PromotionDecision(True, metric, metrics[metric], None, champion_version, why, tolerance)
+    champion, champion_by_regime = score_champion(f"models:/{model_name}@{params.registry.champion_alias}")
+    mlflow.log_metric(f"champion_{metric}", champion[metric])
+    # ... and in every regime: a challenger worse in one of them beyond train.regime_tolerance is not promoted
+    mlflow.log_metrics({f"champion_{r}_rmsle": m["rmsle"] for r, m in champion_by_regime.items()})
+    regressions = regime_regressions(by_regime, champion_by_regime, params.train.regime_tolerance)
+    return decide_promotion(metric, metrics[metric], champion[metric], champion_version, tolerance, regressions)
 
 
 def next_version(client: MlflowClient, model_name: str) -> str:
@@ -137,15 +180,18 @@ def register_and_promote(
     champion_alias: str,
     relog_for_version: Callable[[str], None] | None = None,
 ) -> str:
-    """Register the version (tags given at creation), alias it challenger, then (last) champion if promoted.
+    """Record the decision on the run, register the version (tags given at creation), alias it challenger, then
+    (last) champion if promoted.
 
     `relog_for_version(version)` is called if MLflow gave another number than `next_version` predicted (someone
     deleted or registered versions meanwhile), before any alias points at the version."""
+    decision_text = json.dumps(asdict(decision))
+    decision_tags = {DECISION_TAG: decision_text, PROMOTED_TAG: str(decision.promote).lower()}
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in decision_tags.items()])
     previous_challenger = alias_version(client, model_name, challenger_alias) or ""
     client.set_tag(run_id, PREVIOUS_CHALLENGER_TAG, previous_challenger)
     client.set_tag(run_id, STATE_TAG, "registering")
     expected = next_version(client, model_name)
-    decision_text = json.dumps(asdict(decision))
     tags = {DECISION_TAG: decision_text, "run_id": run_id}
     tags.update({f"validation_{name}": str(value) for name, value in metrics.items()})
     # one call creates the version with its tags (mlflow.register_model resolves MLflow 3 logged-model URIs)

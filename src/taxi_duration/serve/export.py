@@ -16,6 +16,8 @@ text; the fitted numbers are Parquet, read here with pyarrow:
 The export is JSON only (no pickle): model kind, feature columns in assembler order, trees as flat arrays indexed
 by node id, tree weights and how they combine (GBT: weighted sum, RF: mean), or intercept and coefficients; model
 name, version and metrics; the SQLTransformer statement for reference and the lookup tables it embeds.
+
+`log_exported_model` logs that export with a train's MLflow run, read back from the logged Spark model artifact.
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow
+
 from taxi_duration.errors import TaxiDurationError
 from taxi_duration.features.definitions import FEATURE_COLUMNS, feature_sql, travel_times_in
+from taxi_duration.serve.champion import EXPORTED_ARTIFACT
 from taxi_duration.serve.online_features import FeatureTables
+from taxi_duration.serve.predictor import log_exported_pyfunc
 
 FORMAT = "taxi-duration-exported-model"
 FORMAT_VERSION = 1
@@ -44,6 +51,7 @@ ASSEMBLER_CLASS = "org.apache.spark.ml.feature.VectorAssembler"
 # the JVM writes the first; pyspark's own writer (used under Spark Connect) the second, with the same layout
 PIPELINE_CLASSES = ("org.apache.spark.ml.PipelineModel", "pyspark.ml.pipeline.PipelineModel")
 KINDS = {GBT_CLASS: "gbt", RF_CLASS: "rf", LINEAR_CLASS: "linear"}
+PYFUNC_ARTIFACT = "exported_model"  # the logged MLflow pyfunc model wrapping the export
 
 
 class ExportError(TaxiDurationError):
@@ -302,3 +310,26 @@ def export_model(
     partial.write_text(text + "\n", encoding="utf-8")
     partial.replace(target)  # readers never see half a file
     return out_dir
+
+
+def log_exported_model(
+    model_uri: str,
+    model_name: str,
+    version: str,
+    metrics: dict[str, float],
+    by_regime: dict[str, dict[str, float]],
+    *,
+    pyfunc: bool = True,
+) -> None:
+    """Log the JVM-free form of the model (trees/coefficients as JSON) with the active run: what the API serves;
+    with `pyfunc`, also as an MLflow pyfunc model (`PYFUNC_ARTIFACT`).
+
+    Read from the logged MLflow artifact, not from the live model, so it works wherever the artifact store is."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+        exported = export_model(
+            local, Path(tmp) / EXPORTED_ARTIFACT, model_name, version, metrics, metrics_by_regime=by_regime
+        )
+        mlflow.log_artifacts(str(exported), EXPORTED_ARTIFACT)
+        if pyfunc:
+            log_exported_pyfunc(exported, PYFUNC_ARTIFACT)

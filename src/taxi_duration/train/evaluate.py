@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from pyspark.ml import PipelineModel
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
+from taxi_duration.columns import PREDICTION
 from taxi_duration.features.definitions import zone_centroid_sql
-from taxi_duration.features.output import minutes_from_log_seconds  # noqa: F401 (re-exported)
+from taxi_duration.features.output import minutes_from_log_seconds
 from taxi_duration.regimes import Regime
 
 PREDICTED_MINUTES = "predicted_minutes"
@@ -17,6 +19,15 @@ BASELINE_MINUTES = "baseline_minutes"
 MEDIAN_ACCURACY = 1_000
 # rmsle is on minutes (what promotion compares); rmsle_seconds is Kaggle's NYC Taxi Trip Duration definition
 METRIC_NAMES = ("rmse_minutes", "mae_minutes", "rmsle", "rmsle_seconds", "r2", "rows")
+
+
+def predict_minutes(model: PipelineModel, df: DataFrame) -> DataFrame:
+    """Model predictions with predicted and actual minutes."""
+    return (
+        model.transform(df)
+        .withColumn(PREDICTED_MINUTES, minutes_from_log_seconds(F.col(PREDICTION)))
+        .withColumn(ACTUAL_MINUTES, F.col("duration_s") / F.lit(60.0))
+    )
 
 
 def _metric_columns(predicted: str, actual: str, prefix: str) -> list[Column]:
