@@ -14,7 +14,7 @@ Usage: python benchmarks/serve.py [--workspace WS] [--seconds 10] [--batch-rows 
    from the sample, pickup times spread over 2024), one process, wall time and peak RSS.
 5. product: p99 at concurrency 1 of the plain server, with a shadow model and with the request log (interleaved
    wrk rounds); 16 concurrent clients for 30 s with the log on, rows counted against answers; a 10 MB body's
-   refusal time; schemathesis (`--fuzz N` examples per route); the serving and full install sizes in fresh venvs.
+   refusal time; schemathesis (`--fuzz N` examples per route) (install sizes: `install_size.py`).
 
 Without --workspace the script ingests the real sample and trains gbt (default parameters) in a temp workspace.
 Writes benchmarks/results/serve-<timestamp>.json and the "serve" section of docs/benchmarks.md.
@@ -500,37 +500,6 @@ def product(
     return out
 
 
-def install_sizes(tmp: Path) -> dict[str, Any]:
-    """The wheel installed into fresh venvs (pip's cache): no extras (serving) and `[spark]` (the pipeline)."""
-    dist = tmp / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
-        check=True,
-        env=base_env(),
-    )
-    wheel = next(dist.glob("taxi_duration_predictor-*.whl"))
-    sizes: dict[str, Any] = {}
-    for name, spec in (("serving", str(wheel)), ("full", f"{wheel}[spark]")):
-        venv = tmp / f"venv-{name}"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        log(f"install size: pip install {'the wheel' if name == 'serving' else 'the wheel [spark]'} into {venv}")
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", spec], check=True)
-        site = next((venv / "lib").glob("python3*/site-packages"))
-        used = subprocess.run(["du", "-sb", str(site)], capture_output=True, text=True, check=True)
-        frozen = subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"], capture_output=True, text=True
-        )
-        names = {p["name"].lower() for p in json.loads(frozen.stdout)}
-        sizes[name] = {
-            "site_packages_mb": round(int(used.stdout.split()[0]) / 2**20),
-            "packages": len(names),
-            "has_pyspark": "pyspark" in names,
-            "has_full_mlflow": "mlflow" in names,
-        }
-    sizes["ratio"] = round(sizes["serving"]["site_packages_mb"] / sizes["full"]["site_packages_mb"], 3)
-    return sizes
-
-
 # ---------------------------------------------------------------------------------------------- servers
 
 
@@ -760,12 +729,12 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def markdown_product(results: dict[str, Any]) -> str:
-    p, sizes = results["product"], results.get("install_sizes")
+    p = results["product"]
     plain, shadow, logged = p["plain"], p["shadow"], p["request_log"]
     loss = p["log_16_clients"]
     lines = [
         PRODUCT_START,
-        "## Serving as a product: shadow, request log, body limits, fuzzing, install size",
+        "## Serving as a product: shadow, request log, body limits, fuzzing",
         "",
         f"Same run as above ({results['date']}). Three `taxi-duration serve` processes on the same champion: plain, "
         "with a shadow model (`--shadow-dir`: the champion's exported folder, so the shadow costs what a challenger "
@@ -794,12 +763,6 @@ def markdown_product(results: dict[str, Any]) -> str:
             f"| schemathesis, {f['examples_per_route']:,} examples per route (no 5xx, status codes, content types, "
             f"bodies conform) | exit {f['exit_code']} in {f['seconds']} s | 0 failures | "
             f"{verdict(f['exit_code'] == 0)} |"
-        )
-    if sizes:
-        lines.append(
-            f"| install size (site-packages of a fresh venv) | serving {sizes['serving']['site_packages_mb']:,} MB "
-            f"({sizes['serving']['packages']} packages) vs full `[spark]` {sizes['full']['site_packages_mb']:,} MB "
-            f"({sizes['full']['packages']}): {sizes['ratio']:.2f} | ≤ 1/3 | {verdict(sizes['ratio'] <= 1 / 3)} |"
         )
     lines += [
         "",
@@ -879,7 +842,6 @@ def main() -> None:
     parser.add_argument("--product-seconds", type=int, default=10, help="wrk c1 duration per variant and round")
     parser.add_argument("--product-rounds", type=int, default=3, help="interleaved rounds of plain/shadow/log")
     parser.add_argument("--fuzz", type=int, default=1000, help="schemathesis examples per route (0: skip)")
-    parser.add_argument("--no-install-sizes", action="store_true", help="skip the two fresh-venv installs")
     parser.add_argument("--keep", action="store_true", help="keep the temp workspace")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--render", type=Path, help="only rewrite the docs section from a saved results JSON")
@@ -939,8 +901,6 @@ def main() -> None:
         results["product"] = product(
             workspace, rides, args.product_seconds, args.product_rounds, model.path, tmp, args.fuzz
         )
-        if not args.no_install_sizes:
-            results["install_sizes"] = install_sizes(tmp)
         results["load_end"] = loads()
         results["summary"] = summarize(results)
     finally:
