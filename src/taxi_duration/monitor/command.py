@@ -9,7 +9,9 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 
 from taxi_duration.lakehouse import read_quarantine, read_trips
-from taxi_duration.monitor.job import MonitorRequest, MonitorResult, publish, run_monitor
+from taxi_duration.monitor.job import run_monitor
+from taxi_duration.monitor.publish import publish
+from taxi_duration.monitor.result import MonitorRequest, MonitorResult
 from taxi_duration.params import PipelineParams
 from taxi_duration.settings import Settings
 from taxi_duration.tracking import configure_mlflow

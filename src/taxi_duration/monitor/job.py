@@ -1,181 +1,48 @@
-"""The monitor job: resolve the champion, score the current and reference windows (reusing stored predictions),
-compute drift, realised error and quality drift, decide, and write the tables, the MLflow run and the report.
+"""The monitor job: resolve the champion (`champion.py`), score the current and reference windows (reusing stored
+predictions), compute drift, realised error and quality drift, and decide (`run_monitor`); `publish.py` then writes
+the tables, the MLflow run and the report.
 
 Everything is computed before anything is written: a bad window, no champion or too small a reference stop the
 job with one line and leave the workspace as it was."""
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-import mlflow
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from taxi_duration.columns import PREDICTION
-from taxi_duration.errors import ConfigError, ModelNotFoundError, NoDataError
+from taxi_duration.errors import ConfigError, NoDataError
 from taxi_duration.features.definitions import FEATURE_COLUMNS, FEATURE_INPUT_COLUMNS, with_features
 from taxi_duration.features.output import minutes_from_log_seconds
-from taxi_duration.monitor import report as html_report
+from taxi_duration.monitor.champion import monitored_features, reference_window, resolve_champion
 from taxi_duration.monitor.drift import (
     CURRENT,
     PERIOD,
     REFERENCE,
     WINDOW_START,
-    Feature,
     drift_table,
     reference_profile,
     with_bin_counts,
 )
+from taxi_duration.monitor.publish import BOROUGH
 from taxi_duration.monitor.quality import quarantine_shares, source_periods, timestamp_literal
-from taxi_duration.monitor.realized import ACTUAL, ERROR_COLUMNS, PREDICTED, error_profile
+from taxi_duration.monitor.realized import ACTUAL, PREDICTED, error_profile
+from taxi_duration.monitor.result import MonitorRequest, MonitorResult
 from taxi_duration.params import MonitorParams
-from taxi_duration.registry.promotion import alias_version
 from taxi_duration.registry.spark_model import load_spark_model
 from taxi_duration.zones import BOROUGH_CODES
 
 # `cycle` and schedulers branch on this: 0 no alert, 2 bad input (as every command), 4 alert with --fail-on-alert
 ALERT_EXIT_CODE = 4
 WINDOWS = {"day": "day", "week": "week", "month": "month"}
-# Integer features with few values: one bin per value. The rest get reference quantile bins.
-CATEGORICAL_FEATURES = frozenset(
-    {
-        "pickup_hour",
-        "pickup_weekday",
-        "is_weekend",
-        "is_holiday",
-        "pickup_borough",
-        "dropoff_borough",
-        "pickup_is_airport",
-        "dropoff_is_airport",
-        "same_zone",
-    }
-)
-# The calendar month differs between any two windows by construction: comparing it would always "drift".
-NOT_MONITORED = frozenset({"pickup_month"})
-BOROUGH = "pickup_borough_name"
 REUSED = "prediction_reused"
 MONITORING_TABLES = ("runs", "drift", "profile", "quality")
-
-
-@dataclass(frozen=True)
-class Champion:
-    name: str
-    alias: str
-    version: str
-    run_id: str | None
-    validation_rmsle: float | None
-    first_pickup: datetime | None
-    last_pickup: datetime | None
-    features: tuple[str, ...]
-
-
-@dataclass
-class MonitorResult:
-    alert: bool
-    reasons: list[str]
-    rows_current: int
-    rows_reference: int
-    drifted_features: list[str]
-    prediction_psi: float | None
-    prediction_js: float | None
-    realized: dict[str, float | None]
-    model_name: str
-    model_version: str
-    current: dict[str, str]
-    reference: dict[str, str]
-    window: str
-    source: str
-    zero_variance_features: list[str]
-    features: list[dict[str, Any]]
-    quality: list[dict[str, Any]]
-    predictions_reused: int
-    predictions_scored: int
-    run_id: str | None = None
-    report_path: str | None = None
-    monitoring_path: str | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def resolve_champion(model_name: str, alias: str) -> Champion:
-    """The aliased version with what monitoring needs from its training run: validation RMSLE, the training
-    trips' pickup range (train logs them as the params `data_first_pickup`/`data_last_pickup`) and the features."""
-    client = MlflowClient()
-    version = alias_version(client, model_name, alias)
-    if version is None:
-        raise ModelNotFoundError(
-            f"models:/{model_name}@{alias}: no such registered model or alias; run `taxi-duration train` first"
-        )
-    details = client.get_model_version(model_name, version)
-    tags = dict(details.tags or {})
-    run_id = tags.get("run_id") or details.run_id
-    params: dict[str, str] = {}
-    metrics: dict[str, float] = {}
-    if run_id:
-        try:
-            run = client.get_run(run_id)
-            params, metrics = dict(run.data.params), dict(run.data.metrics)
-        except MlflowException:
-            pass
-    rmsle_text = tags.get("validation_rmsle")
-    validation = float(rmsle_text) if rmsle_text else metrics.get("rmsle")
-    features = tuple(
-        name for name in params.get("features", ",".join(FEATURE_COLUMNS)).split(",") if name in FEATURE_COLUMNS
-    )
-    return Champion(
-        name=model_name,
-        alias=alias,
-        version=version,
-        run_id=run_id,
-        validation_rmsle=validation,
-        first_pickup=_parse_time(params.get("data_first_pickup")),
-        last_pickup=_parse_time(params.get("data_last_pickup")),
-        features=features,
-    )
-
-
-def monitored_features(champion: Champion) -> list[Feature]:
-    """The champion's input features (less the calendar month), then the target and the prediction."""
-    features = [
-        Feature(name, "categorical" if name in CATEGORICAL_FEATURES else "numeric")
-        for name in champion.features
-        if name not in NOT_MONITORED
-    ]
-    return [*features, Feature(ACTUAL, "numeric"), Feature(PREDICTED, "numeric")]
-
-
-def reference_window(champion: Champion, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    """The given reference, else the champion's training pickups [first, last] as a half-open window."""
-    if start is not None and end is not None:
-        return start, end
-    if champion.first_pickup is None or champion.last_pickup is None:
-        raise ConfigError(
-            f"models:/{champion.name}/{champion.version}: its run records no training date range "
-            "(params data_first_pickup/data_last_pickup); pass --reference-from and --reference-to"
-        )
-    return start or champion.first_pickup, end or champion.last_pickup + timedelta(microseconds=1)
 
 
 def in_window(column: str, window: tuple[datetime, datetime]) -> F.Column:
@@ -234,15 +101,6 @@ def stream_as_trips(stream_predictions: DataFrame) -> tuple[DataFrame, DataFrame
 def _borough_name() -> F.Column:
     names = F.create_map(*[F.lit(x) for code, name in ((c, n) for n, c in BOROUGH_CODES.items()) for x in (code, name)])
     return F.coalesce(F.element_at(names, F.col("pickup_borough")), F.lit("Unknown"))
-
-
-@dataclass(frozen=True)
-class MonitorRequest:
-    current: tuple[datetime, datetime]
-    reference_from: datetime | None = None
-    reference_to: datetime | None = None
-    window: str = "week"
-    source: str = "trips"  # or "stream"
 
 
 def _iso(window: tuple[datetime, datetime]) -> dict[str, str]:
@@ -484,171 +342,3 @@ def run_monitor(
         ),
     }
     return result, tables
-
-
-def _with_columns(frame: pd.DataFrame, values: dict[str, Any]) -> pd.DataFrame:
-    copy = frame.copy()
-    for name, value in values.items():
-        copy[name] = value
-    return copy
-
-
-def monitoring_rows(result: MonitorResult, tables: dict[str, pd.DataFrame], run_id: str) -> dict[str, pd.DataFrame]:
-    """The rows appended to `monitoring/{runs,drift,profile,quality}`, each stamped with the run and the time."""
-    stamp = pd.Timestamp(datetime.now(UTC).replace(tzinfo=None))
-    common = {
-        "run_id": run_id,
-        "monitored_at": stamp,
-        "model_name": result.model_name,
-        "model_version": result.model_version,
-        "window": result.window,
-        "source": result.source,
-    }
-    runs = pd.DataFrame(
-        [
-            {
-                **common,
-                "current_from": result.current["from"],
-                "current_to": result.current["to"],
-                "reference_from": result.reference["from"],
-                "reference_to": result.reference["to"],
-                "alert": result.alert,
-                "reasons": json.dumps(result.reasons),
-                "rows_current": result.rows_current,
-                "rows_reference": result.rows_reference,
-                "prediction_psi": result.prediction_psi,
-                "realized_rmsle": result.realized["rmsle"],
-                "validation_rmsle": result.realized["reference_rmsle"],
-                "drifted_features": ",".join(result.drifted_features),
-            }
-        ]
-    )
-    overall = _with_columns(tables["drift_overall"], {WINDOW_START: None})
-    zero = pd.DataFrame(
-        [
-            {"feature": name, "psi": None, "js_distance": None, "drifted": False, WINDOW_START: None}
-            for name in result.zero_variance_features
-        ]
-    )
-    parts = [frame for frame in (overall, tables["drift_windows"], zero) if len(frame)]
-    drift = pd.concat(parts, ignore_index=True)
-    drift = _with_columns(drift, {"zero_variance": drift["feature"].isin(result.zero_variance_features), **common})
-    errors = tables["errors"]
-    profile = _with_columns(errors, common)[
-        [
-            "run_id",
-            "monitored_at",
-            "model_name",
-            "model_version",
-            "window",
-            "source",
-            PERIOD,
-            WINDOW_START,
-            BOROUGH,
-            *ERROR_COLUMNS,
-        ]
-    ]
-    # rolled-up columns are null in the cube's output; the grouping id says which
-    profile = profile.assign(
-        level=errors["grouping"].map({0: "window_borough", 1: "window", 2: "borough", 3: "period"})
-    )
-    quality = _with_columns(tables["quality"], common)
-    return {"runs": runs, "drift": drift, "profile": profile, "quality": quality}
-
-
-def _write_table_part(frame: pd.DataFrame, folder: Path, run_id: str) -> Path:
-    """Append one Parquet file to a monitoring table: written aside, then renamed in, so a reader sees all of a
-    run's rows or none."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-    target = folder / f"part-{run_id}.parquet"
-    staged = folder / f".part-{run_id}.parquet.tmp"
-    pq.write_table(table, staged, coerce_timestamps="us", allow_truncated_timestamps=True)
-    staged.replace(target)
-    return target
-
-
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Stable column types across runs (an all-null column would otherwise change type from run to run)."""
-    typed = frame.copy()
-    for column in typed.columns:
-        if column in (WINDOW_START, "monitored_at"):
-            typed[column] = pd.to_datetime(typed[column])
-        elif column in ("psi", "js_distance", "share", *ERROR_COLUMNS) and column != "rows":
-            typed[column] = pd.to_numeric(typed[column], errors="coerce").astype("float64")
-        elif column in ("rows", "input_rows", "bins", "rows_current", "rows_reference"):
-            typed[column] = pd.to_numeric(typed[column], errors="coerce").astype("Int64")
-        elif column in ("prediction_psi", "realized_rmsle", "validation_rmsle"):
-            typed[column] = pd.to_numeric(typed[column], errors="coerce").astype("float64")
-        elif column in ("drifted", "zero_variance", "alert"):
-            typed[column] = typed[column].astype(bool)
-        elif typed[column].dtype == object:
-            typed[column] = typed[column].map(lambda v: None if v is None or v is pd.NaT else str(v))
-    return typed
-
-
-def publish(
-    result: MonitorResult,
-    tables: dict[str, pd.DataFrame],
-    *,
-    monitoring_path: Path,
-    reports_path: Path,
-    experiment_id: str,
-    psi_threshold: float,
-) -> MonitorResult:
-    """The MLflow run (metrics, decision, report), the HTML report, and the rows appended to the monitoring
-    tables; returns the result with the run id and paths."""
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=f"monitor v{result.model_version} {result.current['from'][:10]}..{result.current['to'][:10]}",
-    ) as run:
-        run_id = run.info.run_id
-        mlflow.set_tags(
-            {
-                "alert": str(result.alert).lower(),
-                "model_name": result.model_name,
-                "model_version": result.model_version,
-                "source": result.source,
-            }
-        )
-        mlflow.log_params(
-            {
-                "current_from": result.current["from"],
-                "current_to": result.current["to"],
-                "reference_from": result.reference["from"],
-                "reference_to": result.reference["to"],
-                "window": result.window,
-            }
-        )
-        metrics = {
-            "alert": float(result.alert),
-            "rows_current": float(result.rows_current),
-            "rows_reference": float(result.rows_reference),
-            "drifted_features": float(len(result.drifted_features)),
-            "prediction_psi": result.prediction_psi,
-            "realized_rmsle": result.realized["rmsle"],
-            "validation_rmsle": result.realized["reference_rmsle"],
-            "realized_ratio": result.realized["ratio"],
-            "realized_mae_minutes": result.realized["mae_minutes"],
-            "realized_bias_minutes": result.realized["bias_minutes"],
-            **{f"psi_{row['feature']}": row["psi"] for row in result.features},
-            **{f"js_{row['feature']}": row["js_distance"] for row in result.features},
-        }
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))})
-        report = html_report.render(
-            result, tables, reports_path / "monitoring" / f"monitor-{run_id}.html", psi_threshold
-        )
-        latest = reports_path / "monitoring.html"
-        latest.write_text(report.read_text(encoding="utf-8"), encoding="utf-8")
-        result.run_id, result.report_path, result.monitoring_path = run_id, str(report), str(monitoring_path)
-        with tempfile.TemporaryDirectory() as tmp:
-            summary = Path(tmp) / "monitor.json"
-            summary.write_text(json.dumps(result.to_dict(), indent=2, default=str), encoding="utf-8")
-            mlflow.log_artifact(str(summary))
-            mlflow.log_artifact(str(report))
-        for name, frame in monitoring_rows(result, tables, run_id).items():
-            _write_table_part(_typed(frame), monitoring_path / name, run_id)
-    return result

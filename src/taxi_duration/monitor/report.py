@@ -15,7 +15,7 @@ from taxi_duration.analytics.report import _CSS, _img
 from taxi_duration.monitor.drift import CURRENT, PERIOD, REFERENCE, WINDOW_START, shares
 
 if TYPE_CHECKING:
-    from taxi_duration.monitor.job import MonitorResult
+    from taxi_duration.monitor.result import MonitorResult
 
 MAX_DISTRIBUTIONS = 6
 PREDICTED = "predicted_duration_minutes"

@@ -27,34 +27,44 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# One row per predicted ride, (name, type). Column names are the canonical trip's where they mean the same thing, so
+# a Spark or DuckDB reader can score or monitor the logged rides as trips.
+FIELDS: tuple[tuple[str, str], ...] = (
+    ("logged_at", "timestamp_utc"),
+    ("ride_id", "string"),
+    ("pickup_datetime", "timestamp"),  # New York wall-clock, as in the trips table
+    ("pickup_location_id", "int32"),
+    ("dropoff_location_id", "int32"),
+    ("trip_distance", "float64"),
+    ("pickup_latitude", "float64"),
+    ("pickup_longitude", "float64"),
+    ("dropoff_latitude", "float64"),
+    ("dropoff_longitude", "float64"),
+    ("passenger_count", "int32"),
+    ("service", "string"),
+    ("regime", "string"),  # recorded_distance, zones_only or coordinates_only (regimes.py)
+    ("duration_minutes", "float64"),
+    ("model_name", "string"),
+    ("model_version", "string"),
+    ("shadow_model_version", "string"),
+    ("shadow_duration_minutes", "float64"),
+)
+COLUMNS = tuple(name for name, _ in FIELDS)
+
+
 def schema() -> pa.Schema:
-    """One row per predicted ride. Column names are the canonical trip's where they mean the same thing, so a Spark
-    or DuckDB reader can score or monitor the logged rides as trips. (pyarrow is imported only when a log is
-    opened: the serving install runs without it, the log off.)"""
+    """The Parquet schema of `FIELDS`. pyarrow is imported only when a log is opened: the serving install runs
+    without it, the log off."""
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("logged_at", pa.timestamp("us", tz="UTC")),
-            ("ride_id", pa.string()),
-            ("pickup_datetime", pa.timestamp("us")),  # New York wall-clock, as in the trips table
-            ("pickup_location_id", pa.int32()),
-            ("dropoff_location_id", pa.int32()),
-            ("trip_distance", pa.float64()),
-            ("pickup_latitude", pa.float64()),
-            ("pickup_longitude", pa.float64()),
-            ("dropoff_latitude", pa.float64()),
-            ("dropoff_longitude", pa.float64()),
-            ("passenger_count", pa.int32()),
-            ("service", pa.string()),
-            ("regime", pa.string()),  # recorded_distance, zones_only or coordinates_only (regimes.py)
-            ("duration_minutes", pa.float64()),
-            ("model_name", pa.string()),
-            ("model_version", pa.string()),
-            ("shadow_model_version", pa.string()),
-            ("shadow_duration_minutes", pa.float64()),
-        ]
-    )
+    types = {
+        "timestamp_utc": pa.timestamp("us", tz="UTC"),
+        "timestamp": pa.timestamp("us"),
+        "int32": pa.int32(),
+        "float64": pa.float64(),
+        "string": pa.string(),
+    }
+    return pa.schema([(name, types[kind]) for name, kind in FIELDS])
 
 
 PREFIX = "requests-"
@@ -62,7 +72,7 @@ PART = ".part"
 
 
 class RequestLog:
-    """Append rows (tuples in `schema()` order) from any thread; a writer thread batches them into Parquet."""
+    """Append rows (tuples in `COLUMNS` order) from any thread; a writer thread batches them into Parquet."""
 
     def __init__(
         self,
