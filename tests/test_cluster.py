@@ -205,19 +205,34 @@ def assert_ran_on_workers(workspace: Path, app_id: str) -> dict[str, int]:
     return dict(per_worker)
 
 
-def test_ingest_train_score_via_spark_submit_match_local_mode(
-    cluster: ClusterInfo, workspace: Path, wheel: Path, tmp_path: Path, spark: SparkSession
-) -> None:
+@pytest.fixture(scope="module")
+def pipeline_on_cluster(cluster: ClusterInfo, workspace: Path, wheel: Path) -> dict[str, Any]:
+    """ingest (the CLI as a client-mode driver of the cluster), then train (linear) and score through spark-submit,
+    whose driver runs the package from the shipped wheel: the sample's trips table and champion v1 in `workspace`."""
     master = cluster.master_url
-    # the CLI as a client-mode driver of the cluster ...
     ingested, ingest_app = cli_on_cluster(workspace, master, "ingest", str(SAMPLE))
-    assert (ingested["rows_in"], ingested["rows_clean"], ingested["rows_quarantined"]) == (6500, 6352, 148)
-
-    # ... and spark-submit, whose driver runs the package from the shipped wheel (zone tables loaded from inside it)
-    trained, out, train_app = submit(workspace, wheel, master, "train", "--model", "linear")
-    assert f"from {wheel}/taxi_duration" in out
-    assert (trained["model_version"], trained["promotion"]["promote"]) == ("1", True)
+    trained, train_out, train_app = submit(workspace, wheel, master, "train", "--model", "linear")
     scored, _, score_app = submit(workspace, wheel, master, "score")
+    return {
+        "ingested": ingested,
+        "trained": trained,
+        "train_out": train_out,
+        "scored": scored,
+        "apps": (ingest_app, train_app, score_app),
+    }
+
+
+def test_ingest_train_score_via_spark_submit_match_local_mode(
+    pipeline_on_cluster: dict[str, Any], cluster: ClusterInfo, workspace: Path, wheel: Path, tmp_path: Path,
+    spark: SparkSession,
+) -> None:  # fmt: skip
+    ingested, trained, scored = (pipeline_on_cluster[k] for k in ("ingested", "trained", "scored"))
+    ingest_app, train_app, score_app = pipeline_on_cluster["apps"]
+    # the CLI as a client-mode driver of the cluster ...
+    assert (ingested["rows_in"], ingested["rows_clean"], ingested["rows_quarantined"]) == (6500, 6352, 148)
+    # ... and spark-submit, whose driver runs the package from the shipped wheel (zone tables loaded from inside it)
+    assert f"from {wheel}/taxi_duration" in pipeline_on_cluster["train_out"]
+    assert (trained["model_version"], trained["promotion"]["promote"]) == ("1", True)
     assert (scored["rows"], scored["model_version"]) == (6352, "1")
 
     per_worker: Counter[str] = Counter()
@@ -272,8 +287,10 @@ def _running_tasks(stderr_files: list[Path]) -> int:
     return sum(path.read_text(errors="replace").count("Running task") for path in stderr_files)
 
 
-def test_training_survives_the_loss_of_a_worker(cluster: ClusterInfo, workspace: Path, wheel: Path) -> None:
-    assert (workspace / "lakehouse" / "trips").exists(), "runs after the spark-submit pipeline test"
+def test_training_survives_the_loss_of_a_worker(
+    pipeline_on_cluster: dict[str, Any], cluster: ClusterInfo, workspace: Path, wheel: Path
+) -> None:
+    assert pipeline_on_cluster["trained"]["model_version"] == "1"  # the trips and champion v1 this train starts from
     work = workspace.resolve() / "cluster" / "work"
     known_apps = {path.name for path in work.glob("worker-*/app-*")}
     victim_pid = cluster.worker_pids[1]  # worker-2

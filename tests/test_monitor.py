@@ -4,9 +4,12 @@ the 2020 months that retrains and promotes a champion better on the newest trips
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import pytest
@@ -73,8 +76,14 @@ def champion_run(workspace: Path) -> dict:
     return {"version": version.version, "run": client.get_run(version.run_id)}
 
 
-def test_no_alert_on_an_ordinary_later_2018_month(workspace: Path, champion_run: dict) -> None:
-    result = run(workspace, "monitor", "--from", "2018-06-01", "--to", "2018-07-01", "--window", "week")
+@pytest.fixture(scope="module")
+def june_2018(workspace: Path) -> dict:
+    """The first monitor run of the module's workspace: 2018-06 against the champion's training trips."""
+    return run(workspace, "monitor", "--from", "2018-06-01", "--to", "2018-07-01", "--window", "week")
+
+
+def test_no_alert_on_an_ordinary_later_2018_month(june_2018: dict, champion_run: dict) -> None:
+    result = june_2018
     assert result["alert"] is False and result["reasons"] == []
     params = champion_run["run"].data.params
     # the default reference is the champion's own training trips
@@ -92,16 +101,27 @@ def test_no_alert_on_an_ordinary_later_2018_month(workspace: Path, champion_run:
     )
 
 
-def test_alert_on_2020_04_exits_with_the_alert_code(
-    workspace: Path, spark: SparkSession, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture(scope="module")
+def april_2020(workspace: Path, june_2018: dict) -> dict:
+    """The second monitor run (after June's): 2020-04, the lockdown, with --fail-on-alert, through the console
+    entry point (`cli.main`) as a scheduler runs it: exit 4, and the last line printed is the monitor's JSON."""
     args = ["--workspace", str(workspace), "--config", str(workspace / "fast.yaml"), "monitor"]
     args += ["--from", "2020-04-01", "--to", "2020-05-01", "--window", "day", "--fail-on-alert", "--json"]
-    monkeypatch.setattr(sys, "argv", ["taxi-duration", *args])
-    with pytest.raises(SystemExit) as exit_info:
+    with (
+        mock.patch.object(sys, "argv", ["taxi-duration", *args]),
+        contextlib.redirect_stdout(io.StringIO()) as out,
+        pytest.raises(SystemExit) as exit_info,
+    ):
         cli.main()
     assert exit_info.value.code == ALERT_EXIT_CODE == 4
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result: dict = json.loads(out.getvalue().strip().splitlines()[-1])
+    return result
+
+
+def test_alert_on_2020_04_exits_with_the_alert_code(
+    april_2020: dict, june_2018: dict, workspace: Path, spark: SparkSession
+) -> None:
+    result = april_2020  # exited with ALERT_EXIT_CODE (4)
     assert result["alert"] is True
     # the lockdown: trips much shorter than the champion predicts ...
     assert result["realized"]["ratio"] > 1.25 and result["realized"]["bias_minutes"] > 1.0
@@ -114,7 +134,11 @@ def test_alert_on_2020_04_exits_with_the_alert_code(
 
     monitoring = workspace / "lakehouse" / "monitoring"
     runs = spark.read.parquet(str(monitoring / "runs")).orderBy("monitored_at").collect()
-    assert [(r["alert"], r["current_from"][:10]) for r in runs] == [(False, "2018-06-01"), (True, "2020-04-01")]
+    # appended: June's run (no alert) is still there, before this one
+    assert [(r["run_id"], r["alert"], r["current_from"][:10]) for r in runs] == [
+        (june_2018["run_id"], False, "2018-06-01"),
+        (result["run_id"], True, "2020-04-01"),
+    ]
     drift = spark.read.parquet(str(monitoring / "drift")).filter(F.col("run_id") == result["run_id"])
     overall = {r["feature"]: r["psi"] for r in drift.filter(F.col("window_start").isNull()).collect()}
     assert overall == {f["feature"]: f["psi"] for f in result["features"]}
@@ -139,11 +163,11 @@ def test_alert_on_2020_04_exits_with_the_alert_code(
     assert experiment is not None and experiment.name == "taxi-duration-monitoring"
 
 
-def test_the_report_renders_its_charts_in_chromium(workspace: Path) -> None:
+def test_the_report_renders_its_charts_in_chromium(april_2020: dict, workspace: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    report = workspace / "reports" / "monitoring.html"
-    assert report.exists()
+    report = Path(april_2020["report_path"])
+    assert report.parent == workspace.resolve() / "reports" / "monitoring"
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium",
@@ -205,7 +229,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert snapshot(workspace) == before and mlflow_runs(workspace) == runs
 
 
-def test_stream_source_reads_the_stream_predictions(workspace: Path, spark: SparkSession) -> None:
+def test_stream_source_reads_the_stream_predictions(april_2020: dict, workspace: Path, spark: SparkSession) -> None:
     """The stream's predictions table (its schema, written as the stream commits a batch: 2020-04 scored by the
     champion) monitored with --source stream: its predictions are reused, and the realised error is the one the
     lakehouse trips give."""
@@ -227,11 +251,10 @@ def test_stream_source_reads_the_stream_predictions(workspace: Path, spark: Spar
     stream_rows.select(*[F.col(f.name).cast(f.dataType) for f in PREDICTIONS_SCHEMA.fields]).write.parquet(str(target))
     from_stream = run(workspace, "monitor", "--from", "2020-04-01", "--to", "2020-05-01", "--source", "stream")
     assert from_stream["source"] == "stream"
-    # the same window monitored from the lakehouse trips (by the alert test above), as its runs row recorded it
+    # the same window monitored from the lakehouse trips (`april_2020`), as its runs row recorded it
     runs = spark.read.parquet(str(workspace / "lakehouse" / "monitoring" / "runs"))
-    (from_trips,) = runs.filter(
-        (F.col("source") == "trips") & (F.col("current_from") == "2020-04-01T00:00:00")
-    ).collect()
+    (from_trips,) = runs.filter(F.col("run_id") == april_2020["run_id"]).collect()
+    assert (from_trips["source"], from_trips["current_from"]) == ("trips", "2020-04-01T00:00:00")
     assert from_stream["rows_current"] == from_trips["rows_current"] == trips.count()
     assert from_stream["predictions_reused"] == from_stream["rows_current"]
     assert from_stream["realized"]["rmsle"] == pytest.approx(from_trips["realized_rmsle"], rel=1e-9)
