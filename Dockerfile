@@ -12,10 +12,13 @@ COPY src ./src
 RUN pip wheel --no-cache-dir --no-deps -w /dist .
 
 FROM python:3.11-slim-bookworm AS serve
+# no extras: FastAPI, uvicorn, NumPy, pandas and the MLflow client (mlflow-skinny); a model from an MLflow server
+# over HTTP (TAXI_DURATION_TRACKING_URI) or a folder (--model-dir). For `serve --request-log` (Parquet, pyarrow):
+#   docker build --target serve --build-arg SERVE_EXTRAS='[parquet]' -t taxi-duration-serve:0.1.0 .
+ARG SERVE_EXTRAS=""
 COPY --from=build /dist/*.whl /tmp/
-# no extras: FastAPI, uvicorn, NumPy, pandas, pyarrow and the MLflow client (mlflow-skinny); a model from an
-# MLflow server over HTTP (TAXI_DURATION_TRACKING_URI) or a folder (--model-dir)
-RUN wheel="$(ls /tmp/taxi_duration_predictor-*.whl)" && pip install --no-cache-dir "${wheel}" && rm /tmp/*.whl
+RUN wheel="$(ls /tmp/taxi_duration_predictor-*.whl)" && pip install --no-cache-dir "${wheel}${SERVE_EXTRAS}" \
+    && rm /tmp/*.whl
 RUN useradd --create-home --uid 10001 app
 USER app
 WORKDIR /home/app

@@ -170,7 +170,10 @@ def test_dockerfile_serving_image_has_no_java_no_spark_and_serves_the_api() -> N
     serve = dockerfile_stages()["serve"]
     assert "apt-get" not in serve and "openjdk" not in serve and "java" not in serve.lower()
     installs = re.findall(r"pip install [^\n]*", serve)
-    assert installs == ['pip install --no-cache-dir "${wheel}" && rm /tmp/*.whl']  # no extras: no pyspark
+    # no extras by default (no pyspark, no pyarrow); SERVE_EXTRAS='[parquet]' adds the request log's pyarrow
+    assert installs == ['pip install --no-cache-dir "${wheel}${SERVE_EXTRAS}" \\']
+    assert re.search(r'^ARG SERVE_EXTRAS=""$', serve, flags=re.M)
+    assert "pyarrow" not in " ".join(PYPROJECT["project"]["dependencies"])
     assert re.search(r"^USER app$", serve, flags=re.M)
     command = json.loads(re.search(r"^CMD (.*)$", serve, flags=re.M).group(1))  # type: ignore[union-attr]
     assert command[0] == "taxi-duration"

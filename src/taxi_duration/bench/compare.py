@@ -1,4 +1,4 @@
-"""Run the comparison workload (bench/workloads.py) on each engine and size in its own child process, measure it,
+"""Run the comparison workload (bench/workloads/) on each engine and size in its own child process, measure it,
 and check that the engines computed the same results.
 
 Each engine x size is one child process, so wall time and peak memory (the whole process tree, JVM included)
