@@ -23,7 +23,8 @@ from pathlib import Path
 
 from _measure import machine, replace_doc_section, run_measured
 from taxi_duration.cluster.connect import start_connect_server, stop_connect_server
-from taxi_duration.cluster.standalone import free_port, start_cluster, stop_cluster
+from taxi_duration.cluster.daemons import free_port
+from taxi_duration.cluster.standalone import start_cluster, stop_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "taxi-duration")

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from taxi_duration import cli
 from taxi_duration.cluster import ClusterInfo, cluster_status, start_cluster, stop_cluster
-from taxi_duration.cluster.standalone import ClusterError, free_port, pid_alive
+from taxi_duration.cluster.daemons import ClusterError, free_port, pid_alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

@@ -29,7 +29,7 @@ from taxi_duration.cluster.connect import (
     start_connect_server,
     stop_connect_server,
 )
-from taxi_duration.cluster.standalone import free_port, pid_alive
+from taxi_duration.cluster.daemons import free_port, pid_alive
 from taxi_duration.lakehouse import read_trips
 from taxi_duration.params import load_params
 from taxi_duration.registry.spark_model import spark_model_signature

@@ -26,7 +26,8 @@ from taxi_duration.features.travel_times import TravelTimes
 from taxi_duration.params import ModelKind, TrainParams
 from taxi_duration.schema import TRIP_COLUMNS, TRIP_SCHEMA
 from taxi_duration.serve.export import MODEL_FILE, ExportError, export_model
-from taxi_duration.serve.online_features import FeatureTables, batch_features, trip_features
+from taxi_duration.serve.feature_tables import FeatureTables
+from taxi_duration.serve.online_features import batch_features, trip_features
 from taxi_duration.serve.predictor import ExportedModel, ExportedModelError
 from taxi_duration.train.pipeline import build_pipeline
 from taxi_duration.train.travel_times import build_travel_times

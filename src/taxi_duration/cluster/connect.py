@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from taxi_duration.cluster.standalone import (
+from taxi_duration.cluster.daemons import (
     ClusterError,
     launch_detached,
     pid_alive,

@@ -36,7 +36,7 @@ import mlflow
 from taxi_duration.errors import TaxiDurationError
 from taxi_duration.features.definitions import FEATURE_COLUMNS, feature_sql, travel_times_in
 from taxi_duration.serve.champion import EXPORTED_ARTIFACT
-from taxi_duration.serve.online_features import FeatureTables
+from taxi_duration.serve.feature_tables import FeatureTables
 from taxi_duration.serve.predictor import log_exported_pyfunc
 
 FORMAT = "taxi-duration-exported-model"

@@ -26,7 +26,8 @@ from taxi_duration.errors import TaxiDurationError
 from taxi_duration.features.definitions import FEATURE_COLUMNS
 from taxi_duration.features.travel_times import TravelTimes
 from taxi_duration.regimes import Regime, regime_of
-from taxi_duration.serve.online_features import FeatureTables, batch_features, trip_features
+from taxi_duration.serve.feature_tables import FeatureTables
+from taxi_duration.serve.online_features import batch_features, trip_features
 
 MODEL_FILE = "model.json"
 FORMAT = "taxi-duration-exported-model"
