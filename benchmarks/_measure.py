@@ -1,11 +1,15 @@
 """Wall time and peak RSS of a process tree, and the machine line: shared with `taxi-duration bench` (one copy,
 in the package); and the one way benchmark scripts rewrite their section of docs/benchmarks.md."""
 
+import sys
 from pathlib import Path
 
 from taxi_duration.bench.measure import Measured, machine, run_measured
 
-__all__ = ["Measured", "machine", "replace_doc_section", "run_measured"]
+__all__ = ["CLI", "REPO", "Measured", "machine", "replace_doc_section", "run_measured"]
+
+REPO = Path(__file__).resolve().parents[1]  # the checkout: docs/, benchmarks/results/, the package's data
+CLI = str(Path(sys.executable).parent / "taxi-duration")  # the console script of the running interpreter's venv
 
 
 def replace_doc_section(doc: Path, start: str, end: str, section: str) -> None:

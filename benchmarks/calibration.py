@@ -21,12 +21,12 @@ import pyspark
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from _measure import REPO
 from taxi_duration.generate.synthetic import synthetic_trips
 from taxi_duration.settings import Settings
 from taxi_duration.spark import configure_driver_process, get_spark
 from taxi_duration.zones import load_zones, package_data_path
 
-REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "calibration.md"
 PLOT = REPO / "docs" / "img" / "calibration.png"
 SAMPLE = "taxis_sample_2019-03.csv"

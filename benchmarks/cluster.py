@@ -21,13 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import machine, replace_doc_section, run_measured
+from _measure import CLI, REPO, machine, replace_doc_section, run_measured
 from taxi_duration.cluster.connect import start_connect_server, stop_connect_server
 from taxi_duration.cluster.daemons import free_port
 from taxi_duration.cluster.standalone import start_cluster, stop_cluster
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "taxi-duration")
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- cluster:start -->", "<!-- cluster:end -->"
 MEMORY = "2g"  # the same total for each mode: local driver heap, Connect server heap, 2 executors x 1g

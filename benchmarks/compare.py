@@ -20,10 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _measure import replace_doc_section
+from _measure import REPO, replace_doc_section
 from taxi_duration.bench.report import markdown, write_charts
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 IMG = REPO / "docs" / "img"

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _measure import machine, replace_doc_section
+from _measure import REPO, machine, replace_doc_section
 
-REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- install-size:start -->", "<!-- install-size:end -->"
 TARGET_RATIO = 1 / 3

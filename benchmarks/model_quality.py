@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -30,10 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from _measure import machine, replace_doc_section
+from _measure import CLI, REPO, machine, replace_doc_section
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "taxi-duration")
 DOC = REPO / "docs" / "model_quality.md"
 MONTHS = REPO / "src" / "taxi_duration" / "data" / "tlc_yellow_samples"
 START, END = "<!-- model-quality:start -->", "<!-- model-quality:end -->"

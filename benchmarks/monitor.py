@@ -18,10 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from _measure import machine, replace_doc_section, run_measured
+from _measure import CLI, REPO, machine, replace_doc_section, run_measured
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "taxi-duration")
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- monitor:start -->", "<!-- monitor:end -->"
 ENV = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}

@@ -16,11 +16,10 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from _measure import machine, replace_doc_section
+from _measure import REPO, machine, replace_doc_section
 from taxi_duration import cli
 from taxi_duration.spark import use_session_time_zone_in_python
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "src" / "taxi_duration" / "data" / "tlc_yellow_samples"
 DOC = REPO / "docs" / "monitoring.md"
 START, END = "<!-- monitor-real:start -->", "<!-- monitor-real:end -->"

@@ -16,10 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import machine, replace_doc_section, run_measured
+from _measure import CLI, REPO, machine, replace_doc_section, run_measured
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "taxi-duration")
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
 

@@ -47,9 +47,8 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
-from _measure import machine, run_measured
+from _measure import REPO, machine, run_measured
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "taxi-duration")
 SAMPLE = REPO / "src" / "taxi_duration" / "data" / "taxis_sample_2019-03.csv"

@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import machine, replace_doc_section, run_measured
+from _measure import REPO, machine, replace_doc_section, run_measured
 from taxi_duration.bench.compare import data_paths, ensure_data, mismatches
 
-REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- compare-ablation:start -->", "<!-- compare-ablation:end -->"
 # each step keeps the fixes before it

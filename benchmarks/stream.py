@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,10 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from _measure import machine, replace_doc_section
+from _measure import CLI, REPO, machine, replace_doc_section
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "taxi-duration")
 DOC = REPO / "docs" / "benchmarks.md"
 SAMPLE = REPO / "src" / "taxi_duration" / "data" / "taxis_sample_2019-03.csv"
 START, END = "<!-- stream:start -->", "<!-- stream:end -->"

@@ -17,17 +17,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from _measure import machine, replace_doc_section
+from _measure import CLI, REPO, machine, replace_doc_section
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "taxi-duration")
 DOC = REPO / "docs" / "benchmarks.md"
 SAMPLE = REPO / "src" / "taxi_duration" / "data" / "taxis_sample_2019-03.csv"
 START, END = "<!-- stream-batch:start -->", "<!-- stream-batch:end -->"

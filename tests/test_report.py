@@ -13,15 +13,7 @@ from pyspark.sql.types import DoubleType, IntegerType, LongType, StringType, Str
 from pyspark.testing import assertDataFrameEqual
 from rich.console import Console
 
-from taxi_duration.analytics import (
-    build_report,
-    busiest_zone_pairs,
-    print_tables,
-    register_views,
-    render_html,
-    trips_by_borough,
-    trips_by_hour_weekday,
-)
+from taxi_duration import analytics
 from taxi_duration.errors import ConfigError
 from taxi_duration.schema import TRIPS_TABLE_SCHEMA
 from taxi_duration.zones import zones_frame
@@ -113,14 +105,14 @@ def frames(spark: SparkSession) -> tuple[DataFrame, DataFrame]:
 
 @pytest.fixture
 def views(spark: SparkSession, frames: tuple[DataFrame, DataFrame]) -> SparkSession:
-    register_views(*frames)
+    analytics.register_views(*frames)
     return spark
 
 
 @pytest.fixture(scope="module")
 def tables(spark: SparkSession, frames: tuple[DataFrame, DataFrame]) -> dict[str, pd.DataFrame]:
-    register_views(*frames)
-    return build_report(spark)
+    analytics.register_views(*frames)
+    return analytics.build_report(spark)
 
 
 def test_trips_by_borough(views: SparkSession) -> None:
@@ -133,7 +125,7 @@ def test_trips_by_borough(views: SparkSession) -> None:
         ],
         schema=BOROUGH_SCHEMA,
     )
-    assertDataFrameEqual(trips_by_borough(views), expected, checkRowOrder=True)
+    assertDataFrameEqual(analytics.trips_by_borough(views), expected, checkRowOrder=True)
 
 
 def test_trips_by_hour_weekday(views: SparkSession) -> None:
@@ -152,26 +144,26 @@ def test_trips_by_hour_weekday(views: SparkSession) -> None:
         ],
         schema=HOUR_WEEKDAY_SCHEMA,
     )
-    assertDataFrameEqual(trips_by_hour_weekday(views), expected, checkRowOrder=True)
+    assertDataFrameEqual(analytics.trips_by_hour_weekday(views), expected, checkRowOrder=True)
 
 
 def test_busiest_zone_pairs_skip_unknown_zones_and_break_ties_by_ids(views: SparkSession) -> None:
     expected = views.createDataFrame(EXPECTED_PAIRS, schema=PAIRS_SCHEMA)
-    assertDataFrameEqual(busiest_zone_pairs(views), expected, checkRowOrder=True)
+    assertDataFrameEqual(analytics.busiest_zone_pairs(views), expected, checkRowOrder=True)
 
 
 def test_busiest_zone_pairs_limit(views: SparkSession) -> None:
     expected = views.createDataFrame(EXPECTED_PAIRS[:2], schema=PAIRS_SCHEMA)
-    assertDataFrameEqual(busiest_zone_pairs(views, limit=2), expected, checkRowOrder=True)
+    assertDataFrameEqual(analytics.busiest_zone_pairs(views, limit=2), expected, checkRowOrder=True)
     with pytest.raises(ConfigError):
-        busiest_zone_pairs(views, limit=0)
+        analytics.busiest_zone_pairs(views, limit=0)
 
 
 def test_no_trips_gives_empty_tables(spark: SparkSession, frames: tuple[DataFrame, DataFrame]) -> None:
     trips, zones = frames
-    register_views(trips.limit(0), zones)
-    assert trips_by_borough(spark).collect() == []
-    assert trips_by_hour_weekday(spark).collect() == []
+    analytics.register_views(trips.limit(0), zones)
+    assert analytics.trips_by_borough(spark).collect() == []
+    assert analytics.trips_by_hour_weekday(spark).collect() == []
 
 
 def test_build_report(tables: dict[str, pd.DataFrame]) -> None:
@@ -183,7 +175,7 @@ def test_build_report(tables: dict[str, pd.DataFrame]) -> None:
 
 
 def test_render_html(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
-    path = render_html(tables, tmp_path / "out" / "report.html", title="Taxi <report>", subtitle="March 2024")
+    path = analytics.render_html(tables, tmp_path / "out" / "report.html", title="Taxi <report>", subtitle="March 2024")
     assert path == tmp_path / "out" / "report.html"
     text = path.read_text(encoding="utf-8")
     assert "Taxi &lt;report&gt;" in text and "March 2024" in text
@@ -209,14 +201,14 @@ def test_render_html_without_trips(tmp_path: Path) -> None:
         "by_hour_weekday": pd.DataFrame(columns=[f.name for f in HOUR_WEEKDAY_SCHEMA.fields]),
         "zone_pairs": pd.DataFrame(columns=[f.name for f in PAIRS_SCHEMA.fields]),
     }
-    text = render_html(empty, tmp_path / "empty.html", title="Empty").read_text(encoding="utf-8")
+    text = analytics.render_html(empty, tmp_path / "empty.html", title="Empty").read_text(encoding="utf-8")
     assert "<img" not in text
     assert text.count("No trips.") == 3
 
 
 def test_print_tables(tables: dict[str, pd.DataFrame]) -> None:
     console = Console(record=True, width=160)
-    print_tables(tables, console)
+    analytics.print_tables(tables, console)
     text = console.export_text()
     for value in ("Manhattan", "Queens", "Brooklyn", "Unknown", "Busiest zone pairs", "46.7", "38.5%"):
         assert value in text

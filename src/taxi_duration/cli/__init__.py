@@ -59,18 +59,21 @@ def global_options(
 
 
 # the order here is the order `taxi-duration --help` lists them in (commands first, then the groups)
-app.command()(pipeline.generate)
-app.command()(pipeline.ingest)
-app.command()(pipeline.train)
-app.command()(pipeline.score)
-app.command()(pipeline.report)
-app.command()(monitoring.monitor)
-app.command()(monitoring.cycle)
-app.command()(serving.serve)
-app.command()(serving.predict)
-app.command()(pipeline.demo)
-app.command()(streaming.stream)
-app.command()(streaming.replay)
+for command in (
+    pipeline.generate,
+    pipeline.ingest,
+    pipeline.train,
+    pipeline.score,
+    pipeline.report,
+    monitoring.monitor,
+    monitoring.cycle,
+    serving.serve,
+    serving.predict,
+    pipeline.demo,
+    streaming.stream,
+    streaming.replay,
+):
+    app.command()(command)
 app.add_typer(ops.cluster_app, name="cluster")
 app.add_typer(ops.connect_app, name="connect-server")
 app.add_typer(bench.bench_app, name="bench")

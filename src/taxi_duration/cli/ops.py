@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from taxi_duration.cli.common import JsonOption, _console, _emit_json, _stage
 from taxi_duration.settings import Settings
+
+
+def _report_status(status: dict[str, Any], title: str, as_json: bool) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in status.items():
+        table.add_row(key, str(value))
+    _console(as_json).print(table)
+    if as_json:
+        _emit_json(status)
+
+
+def _report_stopped(stopped: list[int], as_json: bool) -> None:
+    listed = f": {', '.join(map(str, stopped))}" if stopped else ""
+    _console(as_json).print(f"stopped {len(stopped)} process(es){listed}")
+    if as_json:
+        _emit_json({"stopped_pids": stopped})
+
 
 cluster_app = typer.Typer(
     help="A Spark standalone cluster on this machine (master + workers from the installed pyspark).",
@@ -59,15 +76,7 @@ def cluster_status_command(ctx: typer.Context, as_json: JsonOption = False) -> N
     """Master URL, live daemons, and workers/cores as the master sees them."""
     from taxi_duration.cluster import cluster_status
 
-    console = _console(as_json)
-    settings: Settings = ctx.obj.settings
-    status = cluster_status(settings.workspace)
-    table = Table(title="Spark standalone cluster", show_header=False)
-    for key, value in status.items():
-        table.add_row(key, str(value))
-    console.print(table)
-    if as_json:
-        _emit_json(status)
+    _report_status(cluster_status(ctx.obj.settings.workspace), "Spark standalone cluster", as_json)
 
 
 @cluster_app.command("stop")
@@ -75,12 +84,7 @@ def cluster_stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Stop this workspace's cluster (SIGTERM, then SIGKILL after 15 s)."""
     from taxi_duration.cluster import stop_cluster
 
-    console = _console(as_json)
-    settings: Settings = ctx.obj.settings
-    stopped = stop_cluster(settings.workspace)
-    console.print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
-    if as_json:
-        _emit_json({"stopped_pids": stopped})
+    _report_stopped(stop_cluster(ctx.obj.settings.workspace), as_json)
 
 
 connect_app = typer.Typer(
@@ -130,14 +134,7 @@ def connect_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Whether this workspace's Connect server runs and accepts connections."""
     from taxi_duration.cluster.connect import connect_server_status
 
-    console = _console(as_json)
-    status = connect_server_status(ctx.obj.settings.workspace)
-    table = Table(title="Spark Connect server", show_header=False)
-    for key, value in status.items():
-        table.add_row(key, str(value))
-    console.print(table)
-    if as_json:
-        _emit_json(status)
+    _report_status(connect_server_status(ctx.obj.settings.workspace), "Spark Connect server", as_json)
 
 
 @connect_app.command("stop")
@@ -145,8 +142,4 @@ def connect_stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Stop this workspace's Connect server (SIGTERM, then SIGKILL after 15 s)."""
     from taxi_duration.cluster.connect import stop_connect_server
 
-    console = _console(as_json)
-    stopped = stop_connect_server(ctx.obj.settings.workspace)
-    console.print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
-    if as_json:
-        _emit_json({"stopped_pids": stopped})
+    _report_stopped(stop_connect_server(ctx.obj.settings.workspace), as_json)

@@ -12,38 +12,29 @@ from typing import Any
 
 import numpy as np
 
-from taxi_duration.features.definitions import (
-    EARTH_RADIUS_KM,
-    GRID_COLS,
-    GRID_LAT_MAX,
-    GRID_LAT_MIN,
-    GRID_LON_MAX,
-    GRID_LON_MIN,
-    GRID_ROWS,
-    GRID_STEP,
-    KM_PER_MILE,
-    MISSING_DISTANCE,
-    ROAD_FACTOR,
-    us_holidays,
-    zone_grid,
-)
+from taxi_duration.features import definitions
+from taxi_duration.features.definitions import GRID_COLS, GRID_ROWS, us_holidays, zone_grid
 from taxi_duration.features.travel_times import TravelTimes
 
 NAN = float("nan")
 
-# The constants the formulas use: stored with an exported model and compared when it is loaded.
+# The constants the formulas use (features.definitions): stored with an exported model and compared when it is
+# loaded.
 CONSTANTS: dict[str, float] = {
-    "EARTH_RADIUS_KM": EARTH_RADIUS_KM,
-    "KM_PER_MILE": KM_PER_MILE,
-    "ROAD_FACTOR": ROAD_FACTOR,
-    "MISSING_DISTANCE": MISSING_DISTANCE,
-    "GRID_LAT_MIN": GRID_LAT_MIN,
-    "GRID_LAT_MAX": GRID_LAT_MAX,
-    "GRID_LON_MIN": GRID_LON_MIN,
-    "GRID_LON_MAX": GRID_LON_MAX,
-    "GRID_STEP": GRID_STEP,
-    "GRID_ROWS": GRID_ROWS,
-    "GRID_COLS": GRID_COLS,
+    name: getattr(definitions, name)
+    for name in (
+        "EARTH_RADIUS_KM",
+        "KM_PER_MILE",
+        "ROAD_FACTOR",
+        "MISSING_DISTANCE",
+        "GRID_LAT_MIN",
+        "GRID_LAT_MAX",
+        "GRID_LON_MIN",
+        "GRID_LON_MAX",
+        "GRID_STEP",
+        "GRID_ROWS",
+        "GRID_COLS",
+    )
 }
 
 
