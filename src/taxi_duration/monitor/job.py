@@ -42,7 +42,6 @@ from taxi_duration.zones import BOROUGH_CODES
 ALERT_EXIT_CODE = 4
 WINDOWS = {"day": "day", "week": "week", "month": "month"}
 REUSED = "prediction_reused"
-MONITORING_TABLES = ("runs", "drift", "profile", "quality")
 
 
 def in_window(column: str, window: tuple[datetime, datetime]) -> F.Column:
