@@ -98,7 +98,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.serving = serving
     app.state.admin_key = admin_key
-    for router in (predict_router(models), status_router, metrics_router, page_router, admin_router):
+    for router in (predict_router(models, serving), status_router, metrics_router, page_router, admin_router):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=metrics, counted=serving.count_request)
     app.add_middleware(BodyLimits, max_bytes=max_body_bytes, seconds=body_seconds)

@@ -62,7 +62,9 @@ class BodyLimits:
             if deadline is None:
                 deadline = loop.time() + self.seconds
             try:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+                # a timer on this task, not `wait_for` (which wraps each receive in a task of its own)
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 # raised inside the route's body read: FastAPI passes HTTPExceptions on to the app's handler
                 raise HTTPException(408, too_slow(self.seconds), headers={"Connection": "close"}) from None

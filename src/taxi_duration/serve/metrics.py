@@ -121,6 +121,7 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.counted = counted
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: routes x methods x statuses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,6 +140,12 @@ class MetricsMiddleware:
             await self.app(scope, receive, observe_send)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route, scope.get("method", ""), str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            key = (route, scope.get("method", ""), status)
+            children = self.children.get(key)
+            if children is None:  # `labels()` looks the child up under a lock: once per label set is enough
+                requests = self.metrics.requests.labels(route, key[1], str(status))
+                children = (requests, self.metrics.latency.labels(route))
+                self.children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
             self.counted()

@@ -1,9 +1,9 @@
 """Serve an exported model (`model.json`) in plain Python: one trip in microseconds, batches with NumPy.
 
-Trees become nested tuples `(feature, threshold, left, right)` with leaves `(-1, weighted value, None, None)`, so
-one step of a walk is an index, a comparison and a tuple unpack. `x <= threshold` is False for NaN: a NULL
-feature goes right, as in Spark. The MLflow wrapper logs the same folder as a pyfunc model (models from code:
-nothing pickled) that loads without Spark.
+One trip: the trees compiled into one function of nested `if`s (`compiled_trees.py`); ensembles too large to
+compile become nested tuples `(feature, threshold, left, right)` with leaves `(-1, weighted value, None, None)`,
+walked. `x <= threshold` is False for NaN: a NULL feature goes right, as in Spark. The MLflow wrapper logs the
+same folder as a pyfunc model (models from code: nothing pickled) that loads without Spark.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from taxi_duration.errors import TaxiDurationError
 from taxi_duration.features.definitions import FEATURE_COLUMNS
 from taxi_duration.features.travel_times import TravelTimes
 from taxi_duration.regimes import Regime, regime_of
+from taxi_duration.serve.compiled_trees import compile_trees
 from taxi_duration.serve.feature_tables import FeatureTables
 from taxi_duration.serve.online_features import batch_features, trip_features
 
@@ -197,6 +198,10 @@ class ExportedModel:
         if categorical:
             single = self._general_score(trees, weights)
             self._score = (lambda x: single(x) / divisor) if mean else single
+            return
+        compiled = compile_trees(trees, weights, len(self.feature_columns))
+        if compiled is not None:
+            self._score = (lambda x: compiled(x) / divisor) if mean else compiled
             return
         roots = tuple(_nested(tree, 0, weight) for tree, weight in zip(trees, weights, strict=True))
 

@@ -1,19 +1,21 @@
 """The API's request log: rides and their predictions as append-only Parquet, written off the request path.
 
-A request only puts one tuple on a bounded in-memory queue; a writer thread takes up to `batch_rows` rows (or what
-came within `flush_seconds`) and appends them to the open file as one row group. Files are written under a hidden
-name (`.requests-*.parquet.part`: Spark, pyarrow and DuckDB skip it) and renamed to `requests-*.parquet` when they
-reach `file_bytes` or `file_seconds`, or the server stops; so a reader only ever sees whole files. When the complete
-files hold more than `max_bytes`, the oldest are deleted. Nothing is kept when the log is off (no queue, no thread).
+A request only appends one tuple to a bounded in-memory deque; a writer thread wakes every `flush_seconds` (or as
+soon as `batch_rows` rows wait) and appends what waits to the open file, `batch_rows` rows per row group. The request
+path wakes the writer for a full batch only, not for each ride: a wake-up per ride is a thread switch (and a turn of
+the GIL) per request. Files are written under a hidden name (`.requests-*.parquet.part`: Spark, pyarrow and DuckDB
+skip it) and renamed to `requests-*.parquet` when they reach `file_bytes` or `file_seconds`, or the server stops;
+so a reader only ever sees whole files. When the complete files hold more than `max_bytes`, the oldest are deleted.
+Nothing is kept when the log is off (no queue, no thread).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,10 +98,13 @@ class RequestLog:
         self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
         self.rows_written = 0
+        self.queue_rows = queue_rows
         self.rows_dropped = 0  # only if the writer falls `queue_rows` behind (counted in /metrics)
         self.files_deleted = 0
         self.error: str | None = None
-        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=queue_rows)
+        self._rows: deque[tuple[Any, ...]] = deque()  # append and popleft are thread-safe
+        self._wake = threading.Event()
+        self._stopping = False
         self._writer: pq.ParquetWriter | None = None
         self._part: Path | None = None
         self._opened = 0.0
@@ -111,14 +116,18 @@ class RequestLog:
 
     def append(self, row: tuple[Any, ...]) -> None:
         """Queue one row; never blocks (a full queue drops the row and counts it)."""
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
+        rows = self._rows
+        if len(rows) >= self.queue_rows:
             self.rows_dropped += 1
+            return
+        rows.append(row)
+        if len(rows) == self.batch_rows:  # a full batch waits: no need to sleep out the rest of flush_seconds
+            self._wake.set()
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, close the open file (renamed to its final name) and stop the thread."""
-        self._queue.put(None)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
 
     # ------------------------------------------------------------------------------------------ writer thread
@@ -126,28 +135,29 @@ class RequestLog:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            rows: list[tuple[Any, ...]] = []
-            deadline = time.monotonic() + self.flush_seconds
-            while len(rows) < self.batch_rows:
-                try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                rows.append(item)
-            try:
-                if rows:
-                    self._write(rows)
-                if stopping or (self._writer is not None and time.monotonic() - self._opened >= self.file_seconds):
-                    self._rotate()
-            except Exception as exc:  # a full disk must not stop the API: the log says why, /metrics counts
-                self.error = f"{exc.__class__.__name__}: {exc}"
-                self.rows_dropped += len(rows)
-                log.exception("request log: writing %d rows failed", len(rows))
-                with contextlib.suppress(Exception):
-                    self._rotate()
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            stopping = self._stopping  # read before draining: rows queued before close() are all written
+            while self._rows:
+                rows = [self._rows.popleft() for _ in range(min(len(self._rows), self.batch_rows))]
+                self._guarded(rows)
+            if stopping or (self._writer is not None and time.monotonic() - self._opened >= self.file_seconds):
+                self._guarded([], rotate=True)
+
+    def _guarded(self, rows: list[tuple[Any, ...]], rotate: bool = False) -> None:
+        """Write `rows` (or rotate); a failure is logged and counted, never raised: a full disk must not stop the
+        API (the log says why, /metrics counts the rows lost)."""
+        try:
+            if rows:
+                self._write(rows)
+            if rotate:
+                self._rotate()
+        except Exception as exc:
+            self.error = f"{exc.__class__.__name__}: {exc}"
+            self.rows_dropped += len(rows)
+            log.exception("request log: writing %d rows failed", len(rows))
+            with contextlib.suppress(Exception):
+                self._rotate()
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         import pyarrow as pa

@@ -30,7 +30,7 @@ from taxi_duration.serve.models import (
     ValidationErrorBody,
     Zone,
 )
-from taxi_duration.serve.serving import NO_MODEL
+from taxi_duration.serve.serving import NO_MODEL, Serving
 from taxi_duration.zones import MAX_ZONE_ID, load_zones
 
 PAGE_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -47,8 +47,10 @@ NOT_READY: dict[int | str, dict[str, Any]] = {503: {"model": ErrorBody, "descrip
 # ---------------------------------------------------------------------------------------------- predictions
 
 
-def predict_router(models: RequestModels) -> APIRouter:
-    """POST /predict and /predict/batch over `models.ride` and `models.batch` (one app's bounds).
+def predict_router(models: RequestModels, serving: Serving) -> APIRouter:
+    """POST /predict and /predict/batch over `models.ride` and `models.batch` (one app's bounds), answered by
+    `serving`: the app's, given here rather than as a dependency, which costs FastAPI a second round of dependency
+    solving per ride (about a tenth of the route's time, docs/benchmarks.md).
 
     The body annotations are that app's classes, which FastAPI reads at runtime (validation and OpenAPI); mypy
     cannot take a class built at runtime as a type, hence the ignores (the bodies are `Ride`/`BatchRequest`)."""
@@ -57,7 +59,7 @@ def predict_router(models: RequestModels) -> APIRouter:
     @router.post(
         "/predict", response_model=Prediction, response_model_exclude_none=True, responses={**ERRORS, **NOT_READY}
     )
-    async def predict(ride: models.ride, serving: ServingDep) -> Prediction:  # type: ignore[name-defined]
+    async def predict(ride: models.ride) -> Prediction:  # type: ignore[name-defined]
         model = serving.current()  # after validation: an invalid ride is a 422 with or without a model
         minutes = serving.score(model, ride, "ride")
         serving.counted(model, 1)
@@ -75,7 +77,7 @@ def predict_router(models: RequestModels) -> APIRouter:
         response_model_exclude_none=True,
         responses={**ERRORS, **NOT_READY},
     )
-    def predict_batch(batch: models.batch, serving: ServingDep) -> BatchPrediction:  # type: ignore[name-defined]
+    def predict_batch(batch: models.batch) -> BatchPrediction:  # type: ignore[name-defined]
         model = serving.current()
         predictions = [
             RidePrediction(
