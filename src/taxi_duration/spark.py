@@ -99,6 +99,7 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         "spark.driver.bindAddress": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.warehouse.dir": str((settings.workspace / "spark-warehouse").resolve()),
+        "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
     }
     if not submitted:  # JVM options: spark-submit has started the JVM already (use --driver-memory there)
         static_conf["spark.driver.memory"] = settings.driver_memory
@@ -109,6 +110,11 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
+    if spark.sparkContext.getCheckpointDir() is None:
+        # MLlib's iterative learners cut their lineage every `checkpointInterval` iterations only with a checkpoint
+        # directory: without one, GBT's per-tree predictions grow a lineage that overflows the JVM stack at about
+        # 150 trees (docs/model_quality.md). Files are removed as the learner moves on (cleanCheckpoints).
+        spark.sparkContext.setCheckpointDir(str((settings.workspace / "tmp" / "spark-checkpoints").resolve()))
     return spark
 
 
