@@ -49,6 +49,8 @@ def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: Spa
     assert regimes["zones_only"]["rmsle"] < regimes["zones_only"]["baseline_rmsle"]
     assert regimes["coordinates_only"]["rmsle"] < regimes["coordinates_only"]["baseline_rmsle"]
     assert gbt["metrics"]["rmsle_seconds"] > gbt["metrics"]["rmsle"]  # log1p of seconds spreads more
+    # the session had a checkpoint directory under the workspace (GBT cuts its lineage there every 10 trees)
+    assert any((workspace / "tmp" / "spark-checkpoints").iterdir())
 
     linear = run(workspace, "train", "--model", "linear")
     assert linear["model_version"] == "2"
