@@ -26,12 +26,16 @@ def error_aggregates(predicted: str = PREDICTED, actual: str = ACTUAL) -> list[C
     ]
 
 
-def error_profile(by: Sequence[str], extra: Sequence[Column] = ()) -> Callable[[DataFrame], DataFrame]:
+def error_profile(by: Sequence[str], extra: Sequence[Column] = (), always: int = 0) -> Callable[[DataFrame], DataFrame]:
     """Step: scored trips -> error metrics (and `extra` aggregates) for every combination of `by` that `cube`
     makes (all rows, each column alone, ...), `grouping` telling which were rolled up (bit set = rolled up, the
-    first column the highest bit)."""
+    first column the highest bit). With `always` = k the first k columns of `by` are never rolled up: only the
+    combinations that keep them are computed (fewer rows through the aggregation than cube-then-filter)."""
+    fixed, free = list(by[:always]), list(by[always:])
+    sets = [fixed + [c for i, c in enumerate(free) if mask >> i & 1] for mask in range(1 << len(free))]
 
     def step(df: DataFrame) -> DataFrame:
-        return df.cube(*by).agg(*error_aggregates(), *extra, F.grouping_id().alias("grouping"))
+        grouped = df.cube(*by) if always == 0 else df.groupingSets(sets, *by)
+        return grouped.agg(*error_aggregates(), *extra, F.grouping_id().alias("grouping"))
 
     return step
