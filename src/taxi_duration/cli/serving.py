@@ -5,6 +5,7 @@ The commands are plain functions; `cli/__init__.py` registers them on the app.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from pathlib import Path
@@ -127,6 +128,12 @@ def serve(
         body_seconds=body_seconds,
         quality=quality,
     )
+    # What is loaded by now (modules, the model, the zone tables) lives as long as the server: frozen out of the
+    # collector's reach, so its collections stop walking it again and again. Measured side by side: about 20% more
+    # requests/s at concurrency 16 and a lower p99 (docs/benchmarks.md). The cost: after a reload the first model's
+    # compiled trees (a function and its namespace: a cycle) are never collected; once, a few hundred KB.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
 
