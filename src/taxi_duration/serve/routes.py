@@ -49,8 +49,8 @@ NOT_READY: dict[int | str, dict[str, Any]] = {503: {"model": ErrorBody, "descrip
 
 def predict_router(models: RequestModels, serving: Serving) -> APIRouter:
     """POST /predict and /predict/batch over `models.ride` and `models.batch` (one app's bounds), answered by
-    `serving`: the app's, given here rather than as a dependency, which costs FastAPI a second round of dependency
-    solving per ride (about a tenth of the route's time, docs/benchmarks.md).
+    `serving`: the app's, given here rather than as a dependency, which would cost FastAPI a second round of
+    dependency solving per ride.
 
     The body annotations are that app's classes, which FastAPI reads at runtime (validation and OpenAPI); mypy
     cannot take a class built at runtime as a type, hence the ignores (the bodies are `Ride`/`BatchRequest`)."""

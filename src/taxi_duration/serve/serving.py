@@ -151,7 +151,7 @@ class Serving:
     def counted(self, model: ExportedModel, rides: int) -> None:
         """`rides` rides were answered by `model`."""
         counter = self._rides_counters.get(model.version)
-        if counter is None:  # `labels()` per ride costs as much as a tree walk; one child per version
+        if counter is None:  # `labels()` takes a lock and builds a key on every call: one lookup per version
             counter = self._rides_counters[model.version] = self.metrics.rides.labels(model.version)
         counter.inc(rides)
         with self.counts:
