@@ -49,8 +49,10 @@ def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: Spa
     assert regimes["zones_only"]["rmsle"] < regimes["zones_only"]["baseline_rmsle"]
     assert regimes["coordinates_only"]["rmsle"] < regimes["coordinates_only"]["baseline_rmsle"]
     assert gbt["metrics"]["rmsle_seconds"] > gbt["metrics"]["rmsle"]  # log1p of seconds spreads more
-    # the session had a checkpoint directory under the workspace (GBT cuts its lineage there every 10 trees)
-    assert any((workspace / "tmp" / "spark-checkpoints").iterdir())
+    # train's session has a checkpoint directory (GBT cuts its lineage there every 10 trees): here the suite's
+    # session, which the in-process CLI reuses, got one from the first command that asked for a session
+    checkpoints = spark.sparkContext.getCheckpointDir()
+    assert checkpoints is not None and "/tmp/spark-checkpoints/" in checkpoints
 
     linear = run(workspace, "train", "--model", "linear")
     assert linear["model_version"] == "2"

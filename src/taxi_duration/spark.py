@@ -86,6 +86,7 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
 
     active = SparkSession.getActiveSession()
     if active is not None:  # e.g. `demo` runs several commands in one process: one session for all
+        _checkpoint_dir(active, settings)
         return active
     builder = SparkSession.builder
     submitted = launched_by_spark_submit()
@@ -110,12 +111,21 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
-    if spark.sparkContext.getCheckpointDir() is None:
-        # MLlib's iterative learners cut their lineage every `checkpointInterval` iterations only with a checkpoint
-        # directory: without one, GBT's per-tree predictions grow a lineage that overflows the JVM stack at about
-        # 150 trees (docs/model_quality.md). Files are removed as the learner moves on (cleanCheckpoints).
-        spark.sparkContext.setCheckpointDir(str((settings.workspace / "tmp" / "spark-checkpoints").resolve()))
+    _checkpoint_dir(spark, settings)
     return spark
+
+
+def _checkpoint_dir(spark: SparkSession, settings: Settings) -> None:
+    """Give a classic session without one a checkpoint directory under the workspace. MLlib's iterative learners
+    cut their lineage every `checkpointInterval` iterations only with one: without it, GBT's per-tree predictions
+    grow a lineage that overflows the JVM stack at about 150 trees (docs/model_quality.md). Files are removed as
+    the learner moves on (cleanCheckpoints). A session that has one (a Databricks cluster's) keeps it."""
+    try:
+        context = spark.sparkContext
+    except Exception:  # a Spark Connect session (Databricks shared or serverless too): the server decides
+        return
+    if context.getCheckpointDir() is None:
+        context.setCheckpointDir(str((settings.workspace / "tmp" / "spark-checkpoints").resolve()))
 
 
 def redact(url: str) -> str:
