@@ -53,6 +53,8 @@ def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: Spa
     # session, which the in-process CLI reuses, got one from the first command that asked for a session
     checkpoints = spark.sparkContext.getCheckpointDir()
     assert checkpoints is not None and "/tmp/spark-checkpoints/" in checkpoints
+    # and the code-size limit at which scoring with features kept is compiled, not interpreted (spark.py)
+    assert spark.conf.get("spark.sql.codegen.hugeMethodLimit") == "8000"
 
     linear = run(workspace, "train", "--model", "linear")
     assert linear["model_version"] == "2"
