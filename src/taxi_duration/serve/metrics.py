@@ -82,9 +82,21 @@ class Metrics:
             "taxi_duration_request_log_rows", "Rows of the request log by outcome", ["outcome"], registry=self.registry
         )
         self.started = time.time()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         Gauge("taxi_duration_build_info", "Package version", ["version"], registry=self.registry).labels(
             __version__
         ).set(1)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set: `labels()` takes a lock and builds its key on every
+        call, and the request path asks for the same few children on every request. Bounded by the label sets the
+        callers use (routes x methods x statuses, model versions). Not for metrics that are `clear()`ed (the info
+        gauges): a cached child would outlive its clearing."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def serving(self, model: ExportedModel | None) -> None:
         """The served model is now `model` (None: no model)."""
@@ -121,7 +133,6 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.counted = counted
-        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: routes x methods x statuses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -140,12 +151,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, observe_send)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            key = (route, scope.get("method", ""), status)
-            children = self.children.get(key)
-            if children is None:  # `labels()` looks the child up under a lock: once per label set is enough
-                requests = self.metrics.requests.labels(route, key[1], str(status))
-                children = (requests, self.metrics.latency.labels(route))
-                self.children[key] = children
-            children[0].inc()
-            children[1].observe(time.perf_counter() - start)
+            self.metrics.child(self.metrics.requests, route, scope.get("method", ""), str(status)).inc()
+            self.metrics.child(self.metrics.latency, route).observe(time.perf_counter() - start)
             self.counted()

@@ -76,7 +76,6 @@ class Serving:
         self.predicted = 0
         self.shadow_rides = 0
         self.shadow_abs_diff = 0.0
-        self._rides_counters: dict[str, Any] = {}
         self.model = _first(loader, "model")
         self.shadow = _first(shadow_loader, "shadow model")
         metrics.serving(self.model)
@@ -150,10 +149,7 @@ class Serving:
 
     def counted(self, model: ExportedModel, rides: int) -> None:
         """`rides` rides were answered by `model`."""
-        counter = self._rides_counters.get(model.version)
-        if counter is None:  # `labels()` takes a lock and builds a key on every call: one lookup per version
-            counter = self._rides_counters[model.version] = self.metrics.rides.labels(model.version)
-        counter.inc(rides)
+        self.metrics.child(self.metrics.rides, model.version).inc(rides)
         with self.counts:
             self.predicted += rides
 
