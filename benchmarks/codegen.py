@@ -24,6 +24,7 @@ import time
 from datetime import datetime
 
 from _measure import REPO, machine
+from _synthetic import local_session, random_travel_times, synthetic_trips
 
 SPARK_DEFAULT = "65535"
 
@@ -35,54 +36,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
     from taxi_duration.columns import PREDICTION
     from taxi_duration.features.definitions import LABEL
-    from taxi_duration.features.travel_times import TravelTimes, pair_key
     from taxi_duration.monitor.job import in_window, scored_trips
     from taxi_duration.params import load_params
     from taxi_duration.spark import CODEGEN_HUGE_METHOD_LIMIT
     from taxi_duration.train.pipeline import build_pipeline
 
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", "3g")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "America/New_York")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = local_session("3g")
     scratch = tempfile.mkdtemp(prefix="codegen-")
     spark.sparkContext.setCheckpointDir(f"{scratch}/checkpoints")
     # written and read back as `trips` would be: columns the optimizer cannot fold (null coordinates as literals
     # would drop the coordinates-to-zone expression from the plan)
-    (
-        spark.range(args.rows, numPartitions=2)
-        .select(
-            F.timestamp_seconds(F.lit(1_704_067_200) + (F.col("id") * 37) % (86_400 * 60)).alias("pickup_datetime"),
-            (F.col("id") * 7 % 263 + 1).cast("int").alias("pickup_location_id"),
-            (F.col("id") * 13 % 263 + 1).cast("int").alias("dropoff_location_id"),
-            *[F.lit(None).cast("double").alias(c) for c in ("pickup_latitude", "pickup_longitude")],
-            *[F.lit(None).cast("double").alias(c) for c in ("dropoff_latitude", "dropoff_longitude")],
-            (F.col("id") % 200 / 10.0).alias("trip_distance"),
-            F.col("id").cast("string").alias("trip_id"),
-            (F.lit(120.0) + F.col("id") % 200 * 18.0 + F.col("id") % 97).alias("duration_s"),
-        )
-        .withColumn(LABEL, F.log("duration_s"))
-        .write.parquet(f"{scratch}/trips")
-    )
+    synthetic_trips(spark, args.rows).withColumn(LABEL, F.log("duration_s")).write.parquet(f"{scratch}/trips")
     trips = spark.read.parquet(f"{scratch}/trips")
-    rng = random.Random(7)
-    chosen = rng.sample([pair_key(p, d) for p in range(1, 264) for d in range(1, 264)], 2000)
-    table = TravelTimes(
-        min_trips=5,
-        pairs={k: (float(rng.randint(5, 500)), rng.uniform(0.5, 20), rng.uniform(3, 60)) for k in chosen},
-        boroughs={pair_key(b, c): (100.0, 3.0, 15.0) for b in range(1, 7) for c in range(1, 7)},
-        overall=(1000.0, 2.5, 14.0),
-    )
+    table = random_travel_times(random.Random(7), 2000)
     params = load_params().train
     started = time.perf_counter()
     model = build_pipeline("gbt", params, table).fit(trips.limit(args.fit_rows))

@@ -19,6 +19,7 @@ import time
 from datetime import datetime
 
 from _measure import REPO, machine
+from _synthetic import local_session, random_travel_times, synthetic_trips
 
 
 def main() -> None:
@@ -28,44 +29,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
     from taxi_duration.features.definitions import with_features
-    from taxi_duration.features.travel_times import TravelTimes, pair_key
 
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", "2g")
-        .config("spark.sql.session.timeZone", "America/New_York")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    trips = (
-        spark.range(args.rows, numPartitions=2)
-        .select(
-            F.timestamp_seconds(F.lit(1_704_067_200) + (F.col("id") * 37) % (86_400 * 60)).alias("pickup_datetime"),
-            (F.col("id") * 7 % 263 + 1).cast("int").alias("pickup_location_id"),
-            (F.col("id") * 13 % 263 + 1).cast("int").alias("dropoff_location_id"),
-            *[F.lit(None).cast("double").alias(c) for c in ("pickup_latitude", "pickup_longitude")],
-            *[F.lit(None).cast("double").alias(c) for c in ("dropoff_latitude", "dropoff_longitude")],
-            (F.col("id") % 200 / 10.0).alias("trip_distance"),
-        )
-        .cache()
-    )
+    spark = local_session("2g")
+    trips = synthetic_trips(spark, args.rows).cache()
     trips.count()
     rng = random.Random(7)
-    all_pairs = [pair_key(p, d) for p in range(1, 264) for d in range(1, 264)]
     results = []
     for size in [int(n) for n in args.pairs.split(",")]:
-        chosen = rng.sample(all_pairs, size)
-        table = TravelTimes(
-            min_trips=5,
-            pairs={k: (float(rng.randint(5, 500)), rng.uniform(0.5, 20), rng.uniform(3, 60)) for k in chosen},
-            boroughs={pair_key(b, c): (100.0, 3.0, 15.0) for b in range(1, 7) for c in range(1, 7)},
-            overall=(1000.0, 2.5, 14.0),
-        )
+        table = random_travel_times(rng, size)
         query = trips.transform(with_features, table).agg(F.sum("pair_median_minutes"), F.sum("pair_trips"))
         seconds = []
         for _ in range(args.repeats + 1):  # the first run warms up the JIT
