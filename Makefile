@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 export SPARK_LOCAL_IP ?= 127.0.0.1
 # pytest processes (pytest-xdist); each module runs whole in one of them (--dist loadfile). Each process holds a
 # local[2] Spark of 2 GB and starts its own subprocesses: 2 suits 2 cores and 8 GB; TEST_WORKERS=0 runs serially.
+# Modules are handed out longest first (tests/conftest.py orders them; xdist's own reorder, by number of tests,
+# would leave the longest modules, which have few tests, for the end and one process idle meanwhile).
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install dev demo test test-fast lint format clean bench
 

@@ -17,15 +17,21 @@ from taxi_duration import cli
 from taxi_duration.features.definitions import FEATURE_INPUT_COLUMNS
 
 pytestmark = pytest.mark.slow
+# the default GBT's shape (depth 5) with 10 trees at a larger step: what `train` does around the model is the same
+# at any size, and 100 trees took 200 of this test's 270 s (the default's accuracy on real months is measured by
+# benchmarks/model_quality.py, docs/benchmarks.md)
+E2E_CONFIG = "train:\n  gbt: {maxIter: 10, maxDepth: 5, stepSize: 0.3}\n"
 
 
 def run(workspace: Path, *args: str) -> dict:
-    return cli_json(workspace, *args)
+    return cli_json(workspace, *args, config=workspace / "e2e.yaml")
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> Path:
-    return tmp_path_factory.mktemp("workspace")
+    path = tmp_path_factory.mktemp("workspace")
+    (path / "e2e.yaml").write_text(E2E_CONFIG, encoding="utf-8")
+    return path
 
 
 def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: SparkSession) -> None:
