@@ -33,6 +33,7 @@ def test_the_alias_comes_from_the_option_else_from_the_config(tmp_path: Path, co
     assert _alias(Settings(workspace=tmp_path), None) == "champion"
 
 
+@pytest.mark.slow  # four CLI processes
 @pytest.mark.parametrize("command", [["predict", str(SAMPLE)], ["serve", "--port", "1"]])
 def test_predict_and_serve_look_for_the_configured_alias(tmp_path: Path, config: Path, command: list[str]) -> None:
     """An empty registry: the one-line error names the alias the config gives, not a hard-coded one."""
@@ -56,6 +57,7 @@ def test_the_admin_key_is_a_setting_read_from_the_environment(monkeypatch: pytes
     assert Settings(workspace=tmp_path).admin_key is None
 
 
+@pytest.mark.slow
 @pytest.mark.server
 def test_serve_takes_the_api_bounds_from_the_config(tmp_path: Path, served_models: dict[str, Path]) -> None:
     """`--config` changes what the API accepts as it changes what ingest keeps: a tighter `quality` section."""
