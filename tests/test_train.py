@@ -9,12 +9,13 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
+from taxi_duration.features.definitions import with_label
 from taxi_duration.features.travel_times import pair_key
-from taxi_duration.params import TrainParams
+from taxi_duration.params import PipelineParams, TrainParams
 from taxi_duration.registry.promotion import decide_promotion, regime_regressions
 from taxi_duration.schema import TRIP_SCHEMA
 from taxi_duration.train.evaluate import as_regime, regression_metrics, with_baseline_prediction, zone_pair_medians
-from taxi_duration.train.job import mask_distance
+from taxi_duration.train.job import fit_fraction, mask_distance, training_features
 from taxi_duration.train.pipeline import build_pipeline, feature_columns, param_grid
 from taxi_duration.train.split import time_split
 from taxi_duration.train.travel_times import build_travel_times, with_out_of_fold
@@ -177,6 +178,23 @@ def test_out_of_fold_rows_leave_the_trip_out(spark: SparkSession) -> None:
             _lower_median([t[4] / 60 for t in others]),
         ]
     assert len(set(fold_of.values())) > 1  # the test means something: trips sit in different folds
+
+
+def test_the_estimator_fits_on_a_sample_whose_out_of_fold_columns_come_from_every_trip(spark: SparkSession) -> None:
+    assert (fit_fraction(800, None), fit_fraction(800, 800), fit_fraction(8_000_000, 1_000_000)) == (1.0, 1.0, 0.125)
+    # 400 trips: the hand-built ones again and again under new ids, so every pair has trips in every fold
+    many = [(trip_id + 8 * copy, *rest) for copy in range(50) for trip_id, *rest in TRIPS]
+    trips = _trips(spark, many).transform(with_label)
+    table = build_travel_times(trips, min_trips=3)
+    params = PipelineParams()
+    every = training_features(trips, table, params)
+    sample = training_features(trips, table, params, fraction=0.25)
+    assert every.count() == 400 and 60 < sample.count() < 140
+    # a sampled row is the row the trip has when every trip is featured: the out-of-fold columns and the masked
+    # distance were computed before sampling, from all 400 trips
+    chosen = sample.select("trip_id")
+    assertDataFrameEqual(sample, every.join(chosen, on="trip_id", how="left_semi"))
+    assert training_features(trips, table, params, fraction=0.25).select("trip_id").collect() == chosen.collect()
 
 
 def test_as_regime_and_masking(spark: SparkSession) -> None:

@@ -47,6 +47,9 @@ class TrainParams(_Strict):
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
     sample_fraction: float | None = Field(None, gt=0, le=1)
+    # the estimator fits on a uniform sample of at most this many training trips (None: all of them); the
+    # travel-time table, the out-of-fold features and the validation metrics use every trip
+    max_fit_trips: int | None = Field(1_000_000, ge=1)
     gbt: dict[str, Any] = Field(default_factory=dict)
     rf: dict[str, Any] = Field(default_factory=dict)
     linear: dict[str, Any] = Field(default_factory=dict)

@@ -172,6 +172,11 @@ def train(
             pickup_window=pickup_window,
         )
     _print_metrics(console, result)
+    if result.data["fit_fraction"] < 1.0:
+        console.print(
+            f"fitted on a sample of {result.data['fit_fraction']:.1%} of the {result.data['train_rows']:,} training "
+            f"trips (train.max_fit_trips {params.train.max_fit_trips:,}); table and metrics use all of them"
+        )
     decision = result.promotion
     verdict = "promoted to champion" if decision["promote"] else "kept as challenger"
     console.print(f"model {result.model_name} v{result.model_version}: {verdict} ({decision['reason']})")

@@ -121,19 +121,44 @@ def mask_distance(trips: DataFrame, fraction: float, seed: int) -> DataFrame:
     )
 
 
-def training_features(train: DataFrame, travel_times: TravelTimes, params: PipelineParams) -> DataFrame:
-    """Training trips -> their feature rows: travel-time columns out of fold, then a share of distances masked."""
+def fit_fraction(train_rows: int, max_fit_trips: int | None) -> float:
+    """The share of the training trips the estimator fits on: all of them up to `max_fit_trips`."""
+    if max_fit_trips is None or train_rows <= max_fit_trips:
+        return 1.0
+    return max_fit_trips / train_rows
+
+
+def training_features(
+    train: DataFrame, travel_times: TravelTimes, params: PipelineParams, fraction: float = 1.0
+) -> DataFrame:
+    """Training trips -> their feature rows: travel-time columns out of fold, then a share of distances masked;
+    with `fraction` < 1 a uniform sample of the trips, taken after the out-of-fold columns so that those are computed
+    from every training trip, as the embedded table is."""
     p = params.train
     with_table = with_out_of_fold(train, travel_times.min_trips, p.travel_times.folds, p.seed)
-    return with_features(mask_distance(with_table, p.masked_distance_fraction, p.seed), travel_times, out_of_fold=True)
+    featured = with_features(
+        mask_distance(with_table, p.masked_distance_fraction, p.seed), travel_times, out_of_fold=True
+    )
+    if fraction >= 1.0:
+        return featured
+    # chosen by a hash of trip_id, as the masked distances are: the same trips whatever the partitioning or the
+    # order rows reach the sampler (DataFrame.sample is not reproducible after a shuffle)
+    kept = F.pmod(F.xxhash64(F.col("trip_id"), F.lit(p.seed + 2)), F.lit(1_000_000)) < F.lit(int(fraction * 1e6))
+    return featured.filter(kept)
 
 
 def fit_model(
-    train: DataFrame, kind: ModelKind, params: PipelineParams, tune: bool, travel_times: TravelTimes
+    train: DataFrame,
+    kind: ModelKind,
+    params: PipelineParams,
+    tune: bool,
+    travel_times: TravelTimes,
+    fraction: float = 1.0,
 ) -> tuple[PipelineModel, dict]:
-    """Fit assembler + regressor on the out-of-fold features; with `tune`, search the grid with
-    TrainValidationSplit or CrossValidator. The result carries the feature SQL with the whole table embedded."""
-    featured = training_features(train, travel_times, params).persist(StorageLevel.MEMORY_AND_DISK)
+    """Fit assembler + regressor on the out-of-fold features (of a `fraction` of the trips); with `tune`, search
+    the grid with TrainValidationSplit or CrossValidator. The result carries the feature SQL with the whole table
+    embedded."""
+    featured = training_features(train, travel_times, params, fraction).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         pipeline = model_stages(kind, params.train)
         if not tune:
@@ -240,8 +265,9 @@ def run_train(
                 train_params.travel_times.min_trips,
                 {"first_pickup": stats["first_pickup"], "before": cutoff_text, "trips": stats["train_rows"]},
             )
+        fraction = fit_fraction(stats["train_rows"], train_params.max_fit_trips)
         with _timed(timings, "fit"):
-            model, tuning = fit_model(train, kind, params, tune, travel_times)
+            model, tuning = fit_model(train, kind, params, tune, travel_times, fraction)
         with _timed(timings, "evaluate"):
             valid_with_baseline = valid.transform(with_baseline_prediction(zone_pair_medians(train))).persist(
                 StorageLevel.MEMORY_AND_DISK
@@ -250,7 +276,13 @@ def run_train(
             metrics = regression_metrics(scored)
             baseline = regression_metrics(scored, predicted=BASELINE_MINUTES)
             by_regime = metrics_by_regime(model, valid_with_baseline)
-        data = {**data_info, **stats, "cutoff": cutoff_text, "travel_time_pairs": len(travel_times.pairs)}
+        data = {
+            **data_info,
+            **stats,
+            "fit_fraction": round(fraction, 6),
+            "cutoff": cutoff_text,
+            "travel_time_pairs": len(travel_times.pairs),
+        }
         with mlflow.start_run(experiment_id=experiment_id, tags=process_tags()) as run:
             run_id = run.info.run_id
             with _timed(timings, "log_run"):
