@@ -157,7 +157,7 @@ def with_bin_counts(
         for chunk in code_chunks(scored, profile):
             parts.append(chunk_counts(df, chunk, first))
             first += len(chunk)
-        counted = reduce(DataFrame.unionByName, parts)
+        counted = reduce(lambda left, right: left.unionByName(right), parts)
         names = F.array(*[F.lit(f.name) for f in scored])
         return counted.select(
             *group_columns,
