@@ -17,6 +17,8 @@ from taxi_duration.monitor.drift import (
     PERIOD,
     REFERENCE,
     Feature,
+    ReferenceProfile,
+    code_chunks,
     drift_table,
     js_distance,
     psi,
@@ -104,6 +106,45 @@ def test_bin_counts_and_drift_equal_numpy_on_the_same_edges(frame) -> None:
     ref_c, cur_c = ref_c / ref_c.sum(), cur_c / cur_c.sum()
     assert table.loc["c", "psi"] == pytest.approx(numpy_psi(ref_c, cur_c), rel=1e-9)
     assert table.loc["c", "js_distance"] == pytest.approx(numpy_js(ref_c, cur_c), rel=1e-9)
+
+
+def test_bin_counts_over_several_code_chunks_equal_numpy(spark: SparkSession) -> None:
+    # enough features and edges that the binning is cut into several codegen chunks; values on an edge belong
+    # to the bin below it, null is MISSING_BIN, NaN is above every edge, a category is its own value (negative too)
+    rng = np.random.default_rng(11)
+    edges = {
+        f"n{i}": tuple(float(e) for e in np.sort(rng.choice(np.arange(-50, 50), size=5 + 4 * i, replace=False)))
+        for i in range(12)
+    }
+    features = [Feature(name, "numeric") for name in edges] + [Feature("c", "categorical")]
+    profile = ReferenceProfile(edges=edges, zero_variance=frozenset())
+    assert len(code_chunks(features, profile)) >= 3
+    values = {name: rng.choice([*edges[name], *np.round(rng.uniform(-60, 60, 40), 1)], size=400) for name in edges}
+    values["n0"][:3] = np.nan  # NaN: the last bin (Spark orders NaN above every number)
+    categories = rng.choice([-3, 0, 2, 7], size=400)
+    periods = np.where(np.arange(400) % 3 == 0, CURRENT, REFERENCE)
+    rows = [
+        (
+            str(periods[r]),
+            *[None if r % 17 == i else float(values[name][r]) for i, name in enumerate(edges)],
+            None if r % 23 == 0 else int(categories[r]),
+        )
+        for r in range(400)
+    ]
+    schema = ", ".join([f"{PERIOD} string", *(f"{name} double" for name in edges), "c int"])
+    counts = spark.createDataFrame(rows, schema).transform(with_bin_counts(features, profile, [PERIOD])).toPandas()
+
+    expected = []
+    for period in (REFERENCE, CURRENT):
+        chosen = [r for r in range(400) if periods[r] == period]
+        for i, name in enumerate(edges):
+            bins = [MISSING_BIN if r % 17 == i else int(np.searchsorted(edges[name], values[name][r])) for r in chosen]
+            expected += [(period, name, b, n) for b, n in pd.Series(bins).value_counts().items()]
+        cats = [MISSING_BIN if r % 23 == 0 else int(categories[r]) for r in chosen]
+        expected += [(period, "c", b, n) for b, n in pd.Series(cats).value_counts().items()]
+    got = {(r[PERIOD], r["feature"], int(r["bin"]), int(r["rows"])) for r in counts.to_dict(orient="records")}
+    assert got == {(p, f, int(b), int(n)) for p, f, b, n in expected}
+    assert len(got) == len(counts)
 
 
 def test_same_distribution_does_not_drift(frame) -> None:
