@@ -53,6 +53,8 @@ def run_size(rows: int, model: str, keep: bool) -> list[dict]:
                 "seconds": round(measured.seconds, 1),
                 "rows_per_s": round(rows / measured.seconds),
                 "peak_rss_mb": round(measured.peak_rss_mb),
+                "peak_by_process_mb": measured.peak_by_process,
+                "load_1min_end": round(measured.load_1min, 2),
             }
             if name == "ingest":
                 result["rows_in"] = payload.get("rows_in")
@@ -60,6 +62,8 @@ def run_size(rows: int, model: str, keep: bool) -> list[dict]:
             if name == "train":
                 result["rmsle"] = round(payload["metrics"]["rmsle"], 4)
                 result["baseline_rmsle"] = round(payload["baseline_metrics"]["rmsle"], 4)
+                result["phases_s"] = payload.get("seconds")
+                result["fit_fraction"] = payload.get("data", {}).get("fit_fraction")
             print(json.dumps(result), flush=True)
             results.append(result)
     finally:
@@ -83,6 +87,13 @@ def markdown(results: list[dict], model: str, when: str) -> str:
             notes = f"{r.get('rows_in') or 0:,} rows in (incl. injected duplicates), {r.get('rows_clean') or 0:,} clean"
         if r["stage"] == "train":
             notes = f"validation RMSLE {r['rmsle']} (zone-pair median baseline {r['baseline_rmsle']})"
+        extra = []
+        if r.get("peak_by_process_mb"):
+            held = ", ".join(f"{kind} {mb:,.0f}" for kind, mb in r["peak_by_process_mb"].items() if mb >= 50)
+            extra.append(f"at the peak: {held} MB")
+        if r.get("load_1min_end") is not None:
+            extra.append(f"load {r['load_1min_end']} at the end")
+        notes = "; ".join([notes, *extra] if notes else extra)
         lines.append(
             f"| {r['rows']:,} | {r['stage']} | {r['seconds']} | {r['rows_per_s']:,} | {r['peak_rss_mb']:,} | {notes} |"
         )

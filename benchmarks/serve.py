@@ -499,6 +499,42 @@ def product(
     return out
 
 
+def route_ab(model_dir: Path, rides: list[dict[str, Any]], seconds: int, rounds: int, tmp: Path) -> dict[str, Any]:
+    """The prediction route's class side by side: two servers of the same exported model started by the same
+    script (`_serve_app.py`), one with `FastJsonRoute` (what `serve` uses), one with FastAPI's own `APIRoute`;
+    wrk at concurrency 1 and 16 on each in turn, `rounds` interleaved rounds, medians."""
+    script = tmp / "route.lua"
+    script.write_text(LUA % ",\n".join(f"  [==[{json.dumps(ride)}]==]" for ride in rides), encoding="utf-8")
+    launcher = [sys.executable, str(Path(__file__).with_name("_serve_app.py")), str(model_dir)]
+    variants = {"fast_route": [], "standard_route": ["--standard-route"]}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {"c1": [], "c16": []} for name in variants}
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for name, extra in variants.items():
+            port = free_port()
+            urls[name] = f"http://127.0.0.1:{port}"
+            command = [*launcher, str(port), *extra]
+            stack.enter_context(server(command, base_env(), f"{urls[name]}/ready", tmp / f"serve-{name}.log", 120))
+            run_wrk(urls[name], script, 4, 3)  # warm-up
+        log(f"route A/B: {rounds} interleaved rounds of wrk c1 and c16 x {seconds} s, FastJsonRoute vs APIRoute")
+        for _ in range(rounds):
+            for name, url in urls.items():
+                runs[name]["c1"].append(run_wrk(url, script, 1, seconds))
+                runs[name]["c16"].append(run_wrk(url, script, 16, seconds))
+    out: dict[str, Any] = {"rounds": rounds, "seconds": seconds}
+    for name, by_concurrency in runs.items():
+        out[name] = {
+            "c1_p99_ms_median": round(statistics.median(r["p99_ms"] for r in by_concurrency["c1"]), 3),
+            "c1_p50_ms_median": round(statistics.median(r["p50_ms"] for r in by_concurrency["c1"]), 3),
+            "c16_requests_per_s_median": round(statistics.median(r["requests_per_s"] for r in by_concurrency["c16"])),
+            "runs": by_concurrency,
+        }
+    out["c16_throughput_ratio"] = round(
+        out["fast_route"]["c16_requests_per_s_median"] / out["standard_route"]["c16_requests_per_s_median"], 3
+    )
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- servers
 
 
@@ -776,8 +812,32 @@ def markdown_product(results: dict[str, Any]) -> str:
         )
     if "fuzz" in p:
         lines += ["", "Schemathesis summary:", "", "```", *p["fuzz"]["summary"], "```"]
+    if "route_ab" in results:
+        lines += ["", *markdown_route_ab(results["route_ab"])]
     lines.append(PRODUCT_END)
     return "\n".join(lines)
+
+
+def markdown_route_ab(ab: dict[str, Any]) -> list[str]:
+    lines = [
+        "The prediction route's class, side by side in the same run: two servers of the same exported model started "
+        "by one script (`benchmarks/_serve_app.py`, `gc.freeze` as the CLI), `/predict` served by `FastJsonRoute` "
+        f"(what `serve` uses) or by FastAPI's own `APIRoute`; wrk at concurrency 1 and 16 for {ab['seconds']} s on "
+        f"each in turn, {ab['rounds']} rounds, medians. Throughput at concurrency 16: "
+        f"**{ab['c16_throughput_ratio']:.2f}x** FastAPI's own route.",
+        "",
+        "| route class | c1 p50 (ms) | c1 p99 (ms) | c16 req/s | round c1 p99s (ms) | round c16 req/s |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for name in ("fast_route", "standard_route"):
+        r = ab[name]
+        label = "`FastJsonRoute`" if name == "fast_route" else "FastAPI `APIRoute`"
+        lines.append(
+            f"| {label} | {r['c1_p50_ms_median']} | {r['c1_p99_ms_median']} | {r['c16_requests_per_s_median']:,} | "
+            f"{', '.join(str(x['p99_ms']) for x in r['runs']['c1'])} | "
+            f"{', '.join(format(x['requests_per_s'], ',.0f') for x in r['runs']['c16'])} |"
+        )
+    return lines
 
 
 def write_doc(section: str, start: str = START, end: str = END) -> None:
@@ -900,6 +960,7 @@ def main() -> None:
         results["product"] = product(
             workspace, rides, args.product_seconds, args.product_rounds, model.path, tmp, args.fuzz
         )
+        results["route_ab"] = route_ab(model.path, rides, args.seconds, args.product_rounds, tmp)
         results["load_end"] = loads()
         results["summary"] = summarize(results)
     finally:

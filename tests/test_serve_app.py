@@ -245,3 +245,16 @@ def test_metrics(model: ExportedModel) -> None:
     assert 'taxi_duration_http_request_duration_seconds_bucket{le="0.005",route="/predict"}' in text
     assert 'taxi_duration_predicted_rides_total{model_version="7"} 5.0' in text
     assert "taxi_duration_model_version 7.0" in text
+
+
+def test_the_fast_route_answers_as_fastapis_own_route(client: TestClient, model: ExportedModel) -> None:
+    """`serve` answers /predict with FastJsonRoute (serve/fast_route.py): byte for byte what FastAPI's own route
+    answers on the same app, for valid rides, batches and every kind of invalid body."""
+    standard = TestClient(create_app(lambda: model, KEY, max_batch=5, fast_route=False))
+    requests: list[tuple[str, Any]] = [("/predict", ride) for ride in RIDES]
+    requests += [("/predict/batch", {"rides": RIDES}), ("/predict", {**OK, "ride_id": "r-1", "passenger_count": 1})]
+    requests += [(path, body()) for path, body, _, _ in INVALID]
+    for path, body in requests:
+        expected, got = standard.post(path, json=body), client.post(path, json=body)
+        assert (got.status_code, got.content) == (expected.status_code, expected.content), (path, body)
+    assert client.get("/openapi.json").json() == standard.get("/openapi.json").json()

@@ -31,6 +31,7 @@ class Measured:
     stdout: str
     stderr: str
     load_1min: float = 0.0  # 1-minute load average when the command ended
+    peak_by_process: dict[str, float] | None = None  # at the peak: MB per kind of process (java, python, ...)
 
 
 def parse_size(text: str) -> int:
@@ -57,15 +58,41 @@ def _children(pid: int) -> list[int]:
 
 def tree_rss(pid: int) -> int:
     """Resident bytes of a process and all its descendants (from /proc)."""
-    total, stack = 0, [pid]
+    return sum(tree_rss_by_process(pid).values())
+
+
+def _kind(pid: int) -> str:
+    """What a process is, for a memory breakdown: its executable's name (java, python3.11, ...)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        return command.rsplit("/", 1)[-1] or "?"  # empty: a process that is exiting
+    except OSError:
+        return "?"
+
+
+def tree_rss_by_process(pid: int) -> dict[int, int]:
+    """Resident bytes of each process of the tree rooted at `pid` (from /proc), by pid."""
+    found: dict[int, int] = {}
+    stack = [pid]
     while stack:
         current = stack.pop()
         try:
-            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * PAGE
+            found[current] = int(Path(f"/proc/{current}/statm").read_text().split()[1]) * PAGE
         except (OSError, IndexError, ValueError):
             continue
         stack.extend(_children(current))
-    return total
+    return found
+
+
+def by_kind(sizes: dict[int, int]) -> dict[str, float]:
+    """MB per kind of process, e.g. {"java": 5200.0, "python3.11 x3": 900.0}."""
+    kinds: dict[str, list[int]] = {}
+    for pid, size in sizes.items():
+        kinds.setdefault(_kind(pid), []).append(size)
+    return {
+        (name if len(sizes_) == 1 else f"{name} x{len(sizes_)}"): round(sum(sizes_) / 2**20)
+        for name, sizes_ in sorted(kinds.items())
+    }
 
 
 def address_space_cap(limit_bytes: int) -> Callable[[], None]:
@@ -84,7 +111,8 @@ def run_measured(
     memory_cap_bytes: int | None = None,
     timeout: float | None = None,
 ) -> Measured:
-    """Run to completion, sampling the tree's RSS every `interval` seconds."""
+    """Run to completion, sampling the tree's RSS every `interval` seconds (and, at the peak, which processes
+    held it)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         command,
@@ -96,13 +124,16 @@ def run_measured(
     )
     # one sample now, from this thread: a short child under load could otherwise end before the sampler thread
     # first runs, and be recorded with 0 MB (seen once in CI)
-    peak = tree_rss(proc.pid)
+    sizes = tree_rss_by_process(proc.pid)
+    peak, at_peak = sum(sizes.values()), by_kind(sizes)  # kinds read now: the processes may be gone at the end
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, at_peak
         while not done.is_set():
-            peak = max(peak, tree_rss(proc.pid))
+            sizes = tree_rss_by_process(proc.pid)
+            if sum(sizes.values()) > peak:
+                peak, at_peak = sum(sizes.values()), by_kind(sizes)
             time.sleep(interval)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -115,7 +146,8 @@ def run_measured(
         err += f"\ntimed out after {timeout} s"
     done.set()
     sampler.join()
-    return Measured(time.perf_counter() - start, peak / 2**20, proc.returncode, out, err, os.getloadavg()[0])
+    seconds = time.perf_counter() - start
+    return Measured(seconds, peak / 2**20, proc.returncode, out, err, os.getloadavg()[0], at_peak)
 
 
 def machine() -> str:

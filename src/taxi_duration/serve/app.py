@@ -26,10 +26,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from taxi_duration import __version__
 from taxi_duration.params import QualityParams
 from taxi_duration.serve.errors import add_error_handlers
+from taxi_duration.serve.fast_route import FastJsonRoute
 from taxi_duration.serve.limits import BodyLimits
 from taxi_duration.serve.metrics import Metrics, MetricsMiddleware
 from taxi_duration.serve.models import DEFAULT_QUALITY, Ride, now_new_york, request_models
@@ -57,6 +59,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     body_seconds: float = BODY_SECONDS,
     quality: QualityParams | None = None,
+    fast_route: bool = True,
 ) -> FastAPI:
     """An app serving what `loader()` returns (called now, and again on POST /admin/reload).
 
@@ -67,7 +70,8 @@ def create_app(
     answering. `request_log` receives every predicted ride; it is closed (flushed) when the app shuts down.
     Bodies beyond `max_body_bytes` are refused (413) and must arrive within `body_seconds` (408). A ride must
     keep `quality`'s bounds (the pipeline config's `quality` section; default: the package defaults), which the
-    app's OpenAPI schema states."""
+    app's OpenAPI schema states. `fast_route` False serves the prediction endpoints with FastAPI's own route class
+    instead of `FastJsonRoute` (same answers, slower: for the side-by-side benchmark)."""
     models = request_models(quality if quality is not None else DEFAULT_QUALITY, max_batch)
     metrics = Metrics()
     serving = Serving(
@@ -98,7 +102,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.serving = serving
     app.state.admin_key = admin_key
-    for router in (predict_router(models, serving), status_router, metrics_router, page_router, admin_router):
+    predict = predict_router(models, serving, FastJsonRoute if fast_route else APIRoute)
+    for router in (predict, status_router, metrics_router, page_router, admin_router):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=metrics, counted=serving.count_request)
     app.add_middleware(BodyLimits, max_bytes=max_body_bytes, seconds=body_seconds)

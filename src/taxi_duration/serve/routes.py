@@ -13,10 +13,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from taxi_duration.serve.deps import CurrentModel, MetricsDep, ServingDep, require_admin
 from taxi_duration.serve.errors import ApiError, printable
+from taxi_duration.serve.fast_route import FastJsonRoute
 from taxi_duration.serve.models import (
     BatchPrediction,
     ErrorBody,
@@ -47,14 +49,14 @@ NOT_READY: dict[int | str, dict[str, Any]] = {503: {"model": ErrorBody, "descrip
 # ---------------------------------------------------------------------------------------------- predictions
 
 
-def predict_router(models: RequestModels, serving: Serving) -> APIRouter:
+def predict_router(models: RequestModels, serving: Serving, route_class: type[APIRoute] = FastJsonRoute) -> APIRouter:
     """POST /predict and /predict/batch over `models.ride` and `models.batch` (one app's bounds), answered by
     `serving`: the app's, given here rather than as a dependency, which would cost FastAPI a second round of
     dependency solving per ride.
 
     The body annotations are that app's classes, which FastAPI reads at runtime (validation and OpenAPI); mypy
     cannot take a class built at runtime as a type, hence the ignores (the bodies are `Ride`/`BatchRequest`)."""
-    router = APIRouter()
+    router = APIRouter(route_class=route_class)  # FastJsonRoute: a valid ride skips FastAPI's generic handler
 
     @router.post(
         "/predict", response_model=Prediction, response_model_exclude_none=True, responses={**ERRORS, **NOT_READY}
