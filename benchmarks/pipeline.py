@@ -3,6 +3,11 @@
 Each stage is one `taxi-duration` process (JVM start included), measured for wall time and peak resident memory
 of the whole process tree. Usage: python benchmarks/pipeline.py --rows 1000000,10000000 [--model gbt]
 Writes benchmarks/results/pipeline-<timestamp>.json and the table in docs/benchmarks.md (section "Pipeline").
+
+To time later stages again on data already ingested (e.g. `train` after a change, or with another `--config`):
+    python benchmarks/pipeline.py --rows 1e7 --workspace WS --stages train --config FILE --no-doc
+where WS holds the lakehouse of a kept run (`--keep`) and a fresh MLflow store (delete mlflow.db and mlartifacts,
+so no champion is re-scored); the workspace is kept.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
 
 
-def stages(workspace: Path, rows: int, model: str) -> list[tuple[str, list[str]]]:
-    base = [CLI, "--workspace", str(workspace)]
+def stages(workspace: Path, rows: int, model: str, config: Path | None = None) -> list[tuple[str, list[str]]]:
+    base = [CLI, "--workspace", str(workspace), *(["--config", str(config)] if config else [])]
     raw = workspace / "raw"
     return [
         (
@@ -36,11 +41,23 @@ def stages(workspace: Path, rows: int, model: str) -> list[tuple[str, list[str]]
     ]
 
 
-def run_size(rows: int, model: str, keep: bool) -> list[dict]:
-    workspace = Path(tempfile.mkdtemp(prefix=f"bench-{rows}-", dir=os.environ.get("BENCH_TMP")))
+def run_size(
+    rows: int,
+    model: str,
+    keep: bool,
+    workspace: Path | None = None,
+    only: set[str] | None = None,
+    config: Path | None = None,
+) -> list[dict]:
+    if workspace is not None:
+        keep = True
+    else:
+        workspace = Path(tempfile.mkdtemp(prefix=f"bench-{rows}-", dir=os.environ.get("BENCH_TMP")))
     results = []
     try:
-        for name, command in stages(workspace, rows, model):
+        for name, command in stages(workspace, rows, model, config):
+            if only is not None and name not in only:
+                continue
             measured = run_measured(command, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
             if measured.returncode != 0:
                 sys.stderr.write(measured.stderr[-3000:])
@@ -107,13 +124,21 @@ def main() -> None:
     parser.add_argument("--model", default="gbt")
     parser.add_argument("--keep", action="store_true", help="keep the workspaces")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument("--workspace", type=Path, help="run in this workspace (kept) instead of a new one")
+    parser.add_argument("--stages", help="comma-separated stages to run (default: generate,ingest,train,score)")
+    parser.add_argument("--config", type=Path, help="a pipeline config passed to every stage (--config)")
     args = parser.parse_args()
     sizes = [int(float(size)) for size in args.rows.split(",")]
+    if args.workspace is not None and len(sizes) != 1:
+        raise SystemExit("--workspace: give one size (--rows) for the data it holds")
+    only = set(args.stages.split(",")) if args.stages else None
     when = time.strftime("%Y-%m-%d")
-    results = [r for rows in sizes for r in run_size(rows, args.model, args.keep)]
+    results = [r for rows in sizes for r in run_size(rows, args.model, args.keep, args.workspace, only, args.config)]
     out = REPO / "benchmarks" / "results" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "model": args.model, "results": results}, indent=2) + "\n")
+    config = args.config.read_text(encoding="utf-8") if args.config else None
+    payload = {"machine": machine(), "model": args.model, "config": config, "results": results}
+    out.write_text(json.dumps(payload, indent=2) + "\n")
     section = markdown(results, args.model, when)
     print(section)
     if not args.no_doc:
