@@ -74,6 +74,8 @@ def measure(workspace: Path, rows: int) -> dict:
         "alert": payload["alert"],
         "prediction_psi": payload["prediction_psi"],
         "phases": payload["seconds"],
+        "predictions_reused": payload.get("predictions_reused"),
+        "predictions_scored": payload.get("predictions_scored"),
         "load_1min_end": round(measured.load_1min, 2),
     }
     print(json.dumps(result), flush=True)
@@ -102,6 +104,8 @@ def markdown(results: list[dict], when: str, load: str, stored: bool) -> str:
         phases = ", ".join(f"{k} {v}" for k, v in r["phases"].items())
         if stored:
             phases = f"{phases} (`score` of {r['scored_rows'] or 0:,} trips before: {r['score_seconds']} s)"
+        if r.get("predictions_reused") is not None:
+            phases += f"; predictions reused {r['predictions_reused']:,}, scored {r['predictions_scored']:,}"
         lines.append(
             f"| {r['rows']:,} | {r['rows_current']:,} | {r['rows_reference']:,} | {r['seconds']} "
             f"| {r['peak_rss_mb']:,} | {phases} |"
