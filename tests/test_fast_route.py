@@ -148,5 +148,25 @@ def test_a_valid_body_skips_fastapis_dependency_solving(monkeypatch: pytest.Monk
     assert solved == ["/one", "/with-dependency"]
 
 
+def test_a_dependency_added_by_include_router_turns_the_shortcut_off() -> None:
+    """A router included with a dependency (an API key, say) must run it for every request: no shortcut."""
+    calls: list[str] = []
+
+    async def guard() -> None:
+        calls.append("guard")
+
+    router = APIRouter(route_class=FastJsonRoute)
+
+    @router.post("/one", response_model=Answer)
+    async def one(item: Item) -> Answer:
+        return _answer(item)
+
+    app = FastAPI()
+    app.include_router(router, prefix="/v1", dependencies=[Depends(guard)])
+    response = TestClient(app).post("/v1/one", json={"name": "a", "size": 1.0})
+    assert response.status_code == 200 and response.json()["doubled"] == 2.1
+    assert calls == ["guard"]
+
+
 def test_the_openapi_schema_is_unchanged() -> None:
     assert FAST.get("/openapi.json").json() == STANDARD.get("/openapi.json").json()

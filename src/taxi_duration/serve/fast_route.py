@@ -13,8 +13,9 @@ does not know to be the usual case and answers the usual case itself:
   goes to FastAPI's own handler, so every error and its body are exactly FastAPI's. The body is read once: Starlette
   keeps it on the request for the second reader.
 
-Only endpoints with one parameter, the body model, and no dependencies take the shortcut (`shortcut()`); any other
-route of this class is an ordinary APIRoute. The OpenAPI schema is built from the endpoint as for any route.
+Only endpoints with one parameter, the body model, and no dependencies (the route's, or added by `include_router`)
+take the shortcut (`shortcut()`); any other route of this class is an ordinary APIRoute. The OpenAPI schema is
+built from the endpoint as for any route.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import fastapi.routing
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
@@ -43,10 +45,23 @@ def _is_json(content_type: str | None) -> bool:
 class FastJsonRoute(APIRoute):
     """An APIRoute whose handler answers a valid JSON body without FastAPI's generic machinery (see the module)."""
 
+    def effective(self) -> Any:
+        """The route as FastAPI builds its handler. Since FastAPI 0.16x a route of an included router is built
+        under an "effective route context" holding what the inclusion adds (dependencies, prefix, parameters), and
+        `get_route_handler` runs inside it; earlier versions copied the route with those merged in. Read
+        the way FastAPI reads it, so that dependencies added by `include_router` turn the shortcut off."""
+        var = getattr(fastapi.routing, "_effective_route_context_var", None)
+        context = var.get() if var is not None else None
+        return context if context is not None and getattr(context, "original_route", None) is self else self
+
     def shortcut(self) -> tuple[str, type[BaseModel]] | None:
         """The endpoint's body parameter (name, model) when the shortcut applies: the body, a pydantic model, is
-        the endpoint's only parameter and the route has no dependencies; otherwise None."""
-        found = self.dependant
+        the endpoint's only parameter and the route has no dependencies (its own or its router's); otherwise
+        None."""
+        route = self.effective()
+        found = route.dependant
+        if found is None:
+            return None
         others = (found.path_params, found.query_params, found.header_params, found.cookie_params, found.dependencies)
         special = (
             found.request_param_name,
@@ -56,11 +71,11 @@ class FastJsonRoute(APIRoute):
             found.background_tasks_param_name,
             found.security_scopes_param_name,
         )
-        if self.dependencies or any(others) or any(special) or len(found.body_params) != 1:
+        if route.dependencies or any(others) or any(special) or len(found.body_params) != 1:
             return None
         body = found.body_params[0]
         model = body.field_info.annotation
-        if self.response_model is None or not (inspect.isclass(model) and issubclass(model, BaseModel)):
+        if route.response_model is None or not (inspect.isclass(model) and issubclass(model, BaseModel)):
             return None
         return body.name, model
 
@@ -70,11 +85,12 @@ class FastJsonRoute(APIRoute):
         if shortcut is None:
             return standard
         name, body_model = shortcut
+        route = self.effective()
         endpoint = self.endpoint
         is_async = inspect.iscoroutinefunction(endpoint)
-        exclude_none = self.response_model_exclude_none
-        by_alias = self.response_model_by_alias
-        status_code = self.status_code or 200
+        exclude_none = route.response_model_exclude_none
+        by_alias = route.response_model_by_alias
+        status_code = route.status_code or 200
 
         async def handler(request: Request) -> Response:
             if not _is_json(request.headers.get("content-type")):
