@@ -62,9 +62,21 @@ def test_pipeline_on_the_real_sample(workspace: Path, data_dir: Path, spark: Spa
     # and the code-size limit at which scoring with features kept is compiled, not interpreted (spark.py)
     assert spark.conf.get("spark.sql.codegen.hugeMethodLimit") == "8000"
 
-    linear = run(workspace, "train", "--model", "linear")
+    # the linear challenger's metrics on a sample of the validation trips (train.max_eval_trips), chosen by trip id;
+    # the champion is scored again on that same sample for the decision
+    (workspace / "e2e-sampled.yaml").write_text(E2E_CONFIG + "  max_eval_trips: 600\n", encoding="utf-8")
+    linear = cli_json(workspace, "train", "--model", "linear", config=workspace / "e2e-sampled.yaml")
     assert linear["model_version"] == "2"
+    validation_rows = linear["data"]["validation_rows"]
+    assert validation_rows == gbt["data"]["validation_rows"] and linear["data"]["eval_fraction"] == round(
+        600 / validation_rows, 6
+    )
+    assert (
+        abs(linear["metrics"]["rows"] - 600) < 100 and linear["baseline_metrics"]["rows"] == linear["metrics"]["rows"]
+    )
+    assert linear["metrics_by_regime"]["recorded_distance"]["rows"] == linear["metrics"]["rows"]
     decision = linear["promotion"]
+    assert decision["champion"] != pytest.approx(gbt["metrics"]["rmsle"], rel=1e-9)  # not the full set's figure
     assert decision["champion_version"] == "1"
     assert decision["promote"] is (decision["challenger"] < decision["champion"] * (1 - decision["tolerance"]))
     client = MlflowClient(tracking_uri=f"sqlite:///{workspace.resolve() / 'mlflow.db'}")

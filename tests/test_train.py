@@ -15,7 +15,13 @@ from taxi_duration.params import PipelineParams, TrainParams
 from taxi_duration.registry.promotion import decide_promotion, regime_regressions
 from taxi_duration.schema import TRIP_SCHEMA
 from taxi_duration.train.evaluate import as_regime, regression_metrics, with_baseline_prediction, zone_pair_medians
-from taxi_duration.train.job import fit_fraction, mask_distance, training_features
+from taxi_duration.train.job import (
+    chosen_by_trip_id,
+    fit_fraction,
+    mask_distance,
+    one_partition_per_core,
+    training_features,
+)
 from taxi_duration.train.pipeline import build_pipeline, feature_columns, param_grid
 from taxi_duration.train.split import time_split
 from taxi_duration.train.travel_times import build_travel_times, with_out_of_fold
@@ -195,6 +201,21 @@ def test_the_estimator_fits_on_a_sample_whose_out_of_fold_columns_come_from_ever
     chosen = sample.select("trip_id")
     assertDataFrameEqual(sample, every.join(chosen, on="trip_id", how="left_semi"))
     assert training_features(trips, table, params, fraction=0.25).select("trip_id").collect() == chosen.collect()
+
+
+def test_the_estimator_input_has_one_partition_per_core_and_samples_are_chosen_by_trip_id(spark: SparkSession) -> None:
+    cores = spark.sparkContext.defaultParallelism  # local[2]
+    many = spark.range(1_000).repartition(8)
+    assert (many.rdd.getNumPartitions(), one_partition_per_core(many).rdd.getNumPartitions()) == (8, cores)
+    one = spark.range(0, 10, 1, numPartitions=1)
+    assert one_partition_per_core(one).rdd.getNumPartitions() == 1  # never more partitions than given
+    assert sorted(r["id"] for r in one_partition_per_core(many).collect()) == list(range(1_000))
+    # the same trips whatever the partitioning, about the asked share of them
+    trips = spark.range(20_000).withColumnRenamed("id", "trip_id")
+    chosen = {r["trip_id"] for r in trips.filter(chosen_by_trip_id(0.25, 45)).collect()}
+    again = {r["trip_id"] for r in trips.repartition(7).filter(chosen_by_trip_id(0.25, 45)).collect()}
+    assert chosen == again and 4_700 < len(chosen) < 5_300
+    assert chosen != {r["trip_id"] for r in trips.filter(chosen_by_trip_id(0.25, 46)).collect()}
 
 
 def test_as_regime_and_masking(spark: SparkSession) -> None:

@@ -50,6 +50,9 @@ class TrainParams(_Strict):
     # the estimator fits on a uniform sample of at most this many training trips (None: all of them); the
     # travel-time table, the out-of-fold features and the validation metrics use every trip
     max_fit_trips: int | None = Field(1_000_000, ge=1)
+    # the validation metrics (overall, per regime, baseline, the champion's on the same trips) are computed on a
+    # uniform sample of at most this many validation trips (None: all of them)
+    max_eval_trips: int | None = Field(500_000, ge=1)
     gbt: dict[str, Any] = Field(default_factory=dict)
     rf: dict[str, Any] = Field(default_factory=dict)
     linear: dict[str, Any] = Field(default_factory=dict)

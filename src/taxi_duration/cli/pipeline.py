@@ -175,7 +175,12 @@ def train(
     if result.data["fit_fraction"] < 1.0:
         console.print(
             f"fitted on a sample of {result.data['fit_fraction']:.1%} of the {result.data['train_rows']:,} training "
-            f"trips (train.max_fit_trips {params.train.max_fit_trips:,}); table and metrics use all of them"
+            f"trips (train.max_fit_trips {params.train.max_fit_trips:,}); the travel-time table uses all of them"
+        )
+    if result.data["eval_fraction"] < 1.0:
+        console.print(
+            f"metrics on a sample of {result.data['eval_fraction']:.1%} of the {result.data['validation_rows']:,} "
+            f"validation trips (train.max_eval_trips {params.train.max_eval_trips:,})"
         )
     decision = result.promotion
     verdict = "promoted to champion" if decision["promote"] else "kept as challenger"
