@@ -24,7 +24,7 @@ from taxi_duration.train.job import (
 )
 from taxi_duration.train.pipeline import build_pipeline, feature_columns, param_grid
 from taxi_duration.train.split import time_split
-from taxi_duration.train.travel_times import build_travel_times, with_out_of_fold
+from taxi_duration.train.travel_times import build_travel_times, travel_times_with_out_of_fold, with_out_of_fold
 from taxi_duration.zones import load_zones
 
 
@@ -160,6 +160,11 @@ def test_travel_times_from_training_trips(spark: SparkSession) -> None:
     recorded = [t[3] for t in TRIPS if t[3] is not None]
     assert table.overall == (8.0, _lower_median(recorded), _lower_median([t[4] / 60 for t in TRIPS]))
     assert table.source == {"trips": 8}
+    # counts add up whatever the partitioning: the same medians from the trips in 5 partitions, and from the pass
+    # that also gives the out-of-fold columns
+    assert build_travel_times(_trips(spark, TRIPS).repartition(5), 2, {"trips": 8}).to_json() == table.to_json()
+    together, _ = travel_times_with_out_of_fold(_trips(spark, TRIPS), 2, 3, 42, source={"trips": 8})
+    assert together.to_json() == table.to_json()
 
 
 def test_out_of_fold_rows_leave_the_trip_out(spark: SparkSession) -> None:

@@ -2,7 +2,7 @@
 and their median duration, with fallbacks for pairs seen too rarely (per borough pair, then overall).
 
 It is the offline/online feature table of the model: `train` computes it with Spark from the training trips only
-(`train.travel_times.build_travel_times`, nothing after the validation cutoff), logs it with the run
+(`train.travel_times.travel_times_with_out_of_fold`, nothing after the validation cutoff), logs it with the run
 (`travel_times.json`), and embeds it in the model's feature SQL as JSON literals, so Spark scoring, the stream and
 the JVM-free API (`serve.online_features`) read the same numbers. Pure Python: the API imports it.
 

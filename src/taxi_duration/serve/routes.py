@@ -9,12 +9,14 @@ get what they need from `deps` and answer with the models of `models`.
 
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
 
 from taxi_duration.serve.deps import CurrentModel, MetricsDep, ServingDep, require_admin
 from taxi_duration.serve.errors import ApiError, printable
@@ -32,9 +34,11 @@ from taxi_duration.serve.models import (
     ValidationErrorBody,
     Zone,
 )
-from taxi_duration.serve.serving import NO_MODEL, Serving
+from taxi_duration.serve.predictor import ExportedModel
+from taxi_duration.serve.serving import NO_MODEL, Answered, Serving
 from taxi_duration.zones import MAX_ZONE_ID, load_zones
 
+Answer = TypeVar("Answer", bound=BaseModel)
 PAGE_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -49,6 +53,20 @@ NOT_READY: dict[int | str, dict[str, Any]] = {503: {"model": ErrorBody, "descrip
 # ---------------------------------------------------------------------------------------------- predictions
 
 
+def _then_observe(
+    answer: Answer, serving: Serving, model: ExportedModel, answered: list[Answered]
+) -> Answer | Response:
+    """The answer, as is when nothing is left to do; else as JSON (None fields left out, as the routes declare)
+    with the shadow and the request log as a background task, run once the response has been sent."""
+    if not serving.observing:
+        return answer
+    return Response(
+        answer.model_dump_json(exclude_none=True),
+        media_type="application/json",
+        background=BackgroundTask(serving.observe, model, answered),
+    )
+
+
 def predict_router(models: RequestModels, serving: Serving, route_class: type[APIRoute] = FastJsonRoute) -> APIRouter:
     """POST /predict and /predict/batch over `models.ride` and `models.batch` (one app's bounds), answered by
     `serving`: the app's, given here rather than as a dependency, which would cost FastAPI a second round of
@@ -61,17 +79,19 @@ def predict_router(models: RequestModels, serving: Serving, route_class: type[AP
     @router.post(
         "/predict", response_model=Prediction, response_model_exclude_none=True, responses={**ERRORS, **NOT_READY}
     )
-    async def predict(ride: models.ride) -> Prediction:  # type: ignore[name-defined]
+    async def predict(ride: models.ride) -> Prediction | Response:  # type: ignore[name-defined]
         model = serving.current()  # after validation: an invalid ride is a 422 with or without a model
-        minutes = serving.score(model, ride, "ride")
+        answered: list[Answered] = []
+        minutes = serving.score(model, ride, "ride", answered)
         serving.counted(model, 1)
-        return Prediction(
+        answer = Prediction(
             duration_minutes=minutes,
             model_name=model.name,
             model_version=model.version,
             regime=ride.regime,
             ride_id=ride.ride_id,
         )
+        return _then_observe(answer, serving, model, answered)
 
     @router.post(
         "/predict/batch",
@@ -79,18 +99,20 @@ def predict_router(models: RequestModels, serving: Serving, route_class: type[AP
         response_model_exclude_none=True,
         responses={**ERRORS, **NOT_READY},
     )
-    def predict_batch(batch: models.batch) -> BatchPrediction:  # type: ignore[name-defined]
+    def predict_batch(batch: models.batch) -> BatchPrediction | Response:  # type: ignore[name-defined]
         model = serving.current()
+        answered: list[Answered] = []
         predictions = [
             RidePrediction(
-                duration_minutes=serving.score(model, ride, f"rides.{i}"),
+                duration_minutes=serving.score(model, ride, f"rides.{i}", answered),
                 regime=ride.regime,
                 ride_id=ride.ride_id,
             )
             for i, ride in enumerate(batch.rides)
         ]
         serving.counted(model, len(predictions))
-        return BatchPrediction(model_name=model.name, model_version=model.version, predictions=predictions)
+        answer = BatchPrediction(model_name=model.name, model_version=model.version, predictions=predictions)
+        return _then_observe(answer, serving, model, answered)
 
     return router
 

@@ -2,8 +2,9 @@
 
 The served model is loaded once when the app is built, again on POST /admin/reload, and when a followed registry
 alias moves (`follow`, polling in the app's lifespan); it is replaced by assignment (atomic) and read once per
-request. A shadow model, if any, scores every ride too without answering. Each scored ride is counted (metrics,
-/stats, shadow agreement) and, with a request log, appended to it off the request path.
+request. A shadow model, if any, scores every ride too without answering, after the answer has been sent. Each
+scored ride is counted (metrics, /stats, shadow agreement) and, with a request log, appended to it off the request
+path.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ NO_MODEL = "no model loaded: the server has nothing to predict with yet (export 
 
 Loader = Callable[[], ExportedModel | None]
 Probe = Callable[[], str | None]
+Answered = tuple[Ride, dict[str, Any], float]  # a ride, its trip, the served model's minutes
 
 
 def _first(load: Loader | None, what: str) -> ExportedModel | None:
@@ -105,47 +107,66 @@ class Serving:
 
     # ------------------------------------------------------------------------------------------ scoring
 
-    def score(self, model: ExportedModel, ride: Ride, where: str) -> float:
-        """The served model's minutes for one ride; the shadow scores it too; the request log gets it."""
+    @property
+    def observing(self) -> bool:
+        """Whether an answered ride has work left: a shadow to score it, a request log to keep it."""
+        return self.shadow is not None or self.request_log is not None
+
+    def score(self, model: ExportedModel, ride: Ride, where: str, answered: list[Answered] | None = None) -> float:
+        """The served model's minutes for one ride. The shadow's minutes and the request log's row come after: in
+        `observe`, for the rides collected in `answered` (once the answer has left), else at once."""
         trip = ride.trip()
         minutes = _predict(model, trip, where)
-        shadow = self.shadow
-        shadow_minutes = None
-        if shadow is not None:
-            shadow_minutes = shadow.predict_minutes(trip)
-            if math.isfinite(shadow_minutes):
-                difference = abs(minutes - shadow_minutes)
-                with self.counts:
-                    self.shadow_rides += 1
-                    self.shadow_abs_diff += difference
-                self.metrics.shadow_rides.inc()
-                self.metrics.shadow_abs_diff.inc(difference)
-            else:
-                shadow_minutes = None
-        if self.request_log is not None:
-            self.request_log.append(
-                (
-                    datetime.now(UTC),
-                    None if ride.ride_id is None else str(ride.ride_id),
-                    trip["pickup_datetime"],
-                    ride.PULocationID,
-                    ride.DOLocationID,
-                    ride.trip_distance,
-                    ride.pickup_latitude,
-                    ride.pickup_longitude,
-                    ride.dropoff_latitude,
-                    ride.dropoff_longitude,
-                    ride.passenger_count,
-                    ride.service,
-                    ride.regime,
-                    minutes,
-                    model.name,
-                    model.version,
-                    shadow.version if shadow is not None else None,
-                    shadow_minutes,
-                )
-            )
+        if answered is not None:
+            answered.append((ride, trip, minutes))
+        elif self.observing:
+            self.observe_now(model, [(ride, trip, minutes)])
         return minutes
+
+    async def observe(self, model: ExportedModel, answered: list[Answered]) -> None:
+        """`observe_now` as a response's background task: it runs on the event loop after the response is sent,
+        so a shadow model never delays an answer (a coroutine: a plain function would take a threadpool hop)."""
+        self.observe_now(model, answered)
+
+    def observe_now(self, model: ExportedModel, answered: list[Answered]) -> None:
+        """The shadow scores the answered rides and the agreement is counted; the request log gets one row each."""
+        shadow = self.shadow
+        for ride, trip, minutes in answered:
+            shadow_minutes = None
+            if shadow is not None:
+                shadow_minutes = shadow.predict_minutes(trip)
+                if math.isfinite(shadow_minutes):
+                    difference = abs(minutes - shadow_minutes)
+                    with self.counts:
+                        self.shadow_rides += 1
+                        self.shadow_abs_diff += difference
+                    self.metrics.shadow_rides.inc()
+                    self.metrics.shadow_abs_diff.inc(difference)
+                else:
+                    shadow_minutes = None
+            if self.request_log is not None:
+                self.request_log.append(
+                    (
+                        datetime.now(UTC),
+                        None if ride.ride_id is None else str(ride.ride_id),
+                        trip["pickup_datetime"],
+                        ride.PULocationID,
+                        ride.DOLocationID,
+                        ride.trip_distance,
+                        ride.pickup_latitude,
+                        ride.pickup_longitude,
+                        ride.dropoff_latitude,
+                        ride.dropoff_longitude,
+                        ride.passenger_count,
+                        ride.service,
+                        ride.regime,
+                        minutes,
+                        model.name,
+                        model.version,
+                        shadow.version if shadow is not None else None,
+                        shadow_minutes,
+                    )
+                )
 
     def counted(self, model: ExportedModel, rides: int) -> None:
         """`rides` rides were answered by `model`."""

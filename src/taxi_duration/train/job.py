@@ -56,7 +56,7 @@ from taxi_duration.train.evaluate import (
 from taxi_duration.train.pipeline import PREDICTION, model_stages, param_grid, with_feature_stage
 from taxi_duration.train.run_log import log_regimes, log_run
 from taxi_duration.train.split import cutoff_micros, time_split
-from taxi_duration.train.travel_times import build_travel_times, with_out_of_fold
+from taxi_duration.train.travel_times import travel_times_with_out_of_fold, with_out_of_fold
 
 _REGIME = "_regime"
 
@@ -137,20 +137,27 @@ def fit_fraction(rows: int, max_trips: int | None) -> float:
 
 
 def training_features(
-    train: DataFrame, travel_times: TravelTimes, params: PipelineParams, fraction: float = 1.0
+    train: DataFrame,
+    travel_times: TravelTimes,
+    params: PipelineParams,
+    fraction: float = 1.0,
+    with_table: DataFrame | None = None,
 ) -> DataFrame:
-    """Training trips -> their feature rows: travel-time columns out of fold, then a share of distances masked;
-    with `fraction` < 1 a uniform sample of the trips, taken after the out-of-fold columns so that those are computed
-    from every training trip, as the embedded table is."""
+    """Training trips -> their feature rows: travel-time columns out of fold (`with_table`, the trips with them,
+    computed here if not given), then a share of distances masked; with `fraction` < 1 a uniform sample of the
+    trips, taken after the out-of-fold columns so that those are computed from every training trip, as the
+    embedded table is."""
     p = params.train
-    with_table = with_out_of_fold(train, travel_times.min_trips, p.travel_times.folds, p.seed)
+    if with_table is None:
+        with_table = with_out_of_fold(train, travel_times.min_trips, p.travel_times.folds, p.seed)
     featured = with_features(
         mask_distance(with_table, p.masked_distance_fraction, p.seed), travel_times, out_of_fold=True
     )
-    if fraction >= 1.0:
-        return featured
-    # chosen by a hash of trip_id, as the masked distances are
-    return featured.filter(chosen_by_trip_id(fraction, p.seed + 2))
+    if fraction < 1.0:  # chosen by a hash of trip_id, as the masked distances are
+        featured = featured.filter(chosen_by_trip_id(fraction, p.seed + 2))
+    # rows leave a shuffle in the order their blocks arrive; the estimator samples rows by position (GBT's
+    # subsamplingRate), so its input is put in trip order: the same fit on every run, local, cluster or Connect
+    return featured.sortWithinPartitions("trip_id")
 
 
 def one_partition_per_core(df: DataFrame) -> DataFrame:
@@ -169,11 +176,12 @@ def fit_model(
     tune: bool,
     travel_times: TravelTimes,
     fraction: float = 1.0,
+    with_table: DataFrame | None = None,
 ) -> tuple[PipelineModel, dict]:
     """Fit assembler + regressor on the out-of-fold features (of a `fraction` of the trips); with `tune`, search
     the grid with TrainValidationSplit or CrossValidator. The result carries the feature SQL with the whole table
     embedded."""
-    featured = one_partition_per_core(training_features(train, travel_times, params, fraction))
+    featured = one_partition_per_core(training_features(train, travel_times, params, fraction, with_table))
     featured = featured.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         pipeline = model_stages(kind, params.train)
@@ -287,14 +295,16 @@ def run_train(
             )
         cutoff_text = datetime.fromtimestamp(cutoff / 1e6).isoformat()
         with _timed(timings, "travel_times"):
-            travel_times = build_travel_times(
+            travel_times, with_table = travel_times_with_out_of_fold(
                 train,
                 train_params.travel_times.min_trips,
+                train_params.travel_times.folds,
+                train_params.seed,
                 {"first_pickup": stats["first_pickup"], "before": cutoff_text, "trips": stats["train_rows"]},
             )
         fraction = fit_fraction(stats["train_rows"], train_params.max_fit_trips)
         with _timed(timings, "fit"):
-            model, tuning = fit_model(train, kind, params, tune, travel_times, fraction)
+            model, tuning = fit_model(train, kind, params, tune, travel_times, fraction, with_table)
         eval_fraction = fit_fraction(stats["validation_rows"], train_params.max_eval_trips)
         evaluated = (
             valid if eval_fraction >= 1.0 else valid.filter(chosen_by_trip_id(eval_fraction, train_params.seed + 3))
