@@ -49,7 +49,7 @@ class TrainParams(_Strict):
     sample_fraction: float | None = Field(None, gt=0, le=1)
     # the estimator fits on a uniform sample of at most this many training trips (None: all of them); the
     # travel-time table and the out-of-fold features use every trip
-    max_fit_trips: int | None = Field(1_000_000, ge=1)
+    max_fit_trips: int | None = Field(500_000, ge=1)
     # the validation metrics (overall, per regime, baseline, the champion's on the same trips) are computed on a
     # uniform sample of at most this many validation trips (None: all of them)
     max_eval_trips: int | None = Field(500_000, ge=1)
