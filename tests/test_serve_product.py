@@ -3,6 +3,7 @@ the OpenAPI contract, the page at / in a real browser, and one-line errors of `s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -181,6 +182,59 @@ def test_shadow_scores_every_ride_and_reports_agreement(champion: ExportedModel,
     assert model["shadow"]["mean_abs_diff_minutes"] == pytest.approx(sum(differences) / 6, rel=1e-12)
     assert "taxi_duration_shadow_rides_total 6.0" in metrics
     assert f"taxi_duration_shadow_mean_abs_diff_minutes {sum(differences) / 6!r}" in metrics
+
+
+def test_the_shadow_scores_after_the_answer_is_sent(champion: ExportedModel, served_models: dict[str, Path]) -> None:
+    """The app called as an ASGI server calls it: the answer's last body message goes out before the shadow model
+    scores the ride, so a shadow never delays an answer."""
+    shadow = ExportedModel.load(served_models["9"])
+    events: list[str] = []
+    scored = shadow.predict_minutes
+
+    def predict_minutes(trip: Mapping[str, Any]) -> float:
+        events.append("shadow scored")
+        return scored(trip)
+
+    shadow.predict_minutes = predict_minutes  # type: ignore[method-assign]  # the real model, its calls recorded
+    app = create_app(lambda: champion, KEY, shadow_loader=lambda: shadow)
+    body = json.dumps(RIDE).encode()
+    answer: dict[str, Any] = {}
+
+    async def serve_one() -> None:
+        incoming: list[MutableMapping[str, Any]] = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> MutableMapping[str, Any]:
+            return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answer["body"] = json.loads(message["body"])
+                events.append("answer sent")
+
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict",
+            "raw_path": b"/predict",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        await app(scope, receive, send)
+
+    asyncio.run(serve_one())
+    assert events == ["answer sent", "shadow scored"]
+    assert answer["status"] == 200
+    assert answer["body"]["duration_minutes"] == champion.predict_minutes(canonical(RIDE))
+    assert answer["body"]["model_version"] == "7" and "ride_id" not in answer["body"]  # None fields left out
 
 
 def test_a_failed_reload_keeps_the_model_and_says_why(champion: ExportedModel, tmp_path: Path) -> None:
