@@ -56,9 +56,10 @@ NOT_READY: dict[int | str, dict[str, Any]] = {503: {"model": ErrorBody, "descrip
 def _then_observe(
     answer: Answer, serving: Serving, model: ExportedModel, answered: list[Answered]
 ) -> Answer | Response:
-    """The answer, as is when nothing is left to do; else as JSON (None fields left out, as the routes declare)
-    with the shadow and the request log as a background task, run once the response has been sent."""
-    if not serving.observing:
+    """The answer, as is when nothing is left to do; else (rides for the shadow model) as JSON, None fields left
+    out as the routes declare, with the shadow and the request log as a background task, run once the response has
+    been sent."""
+    if not answered:
         return answer
     return Response(
         answer.model_dump_json(exclude_none=True),
