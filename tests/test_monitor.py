@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from conftest import cli_json
+from conftest import cli_json, copy_workspace
 from taxi_duration import cli
 from taxi_duration.monitor.job import ALERT_EXIT_CODE
 from taxi_duration.registry.spark_model import load_spark_model
@@ -99,6 +99,28 @@ def test_no_alert_on_an_ordinary_later_2018_month(june_2018: dict, champion_run:
     assert result["predictions_reused"] == 0 and result["predictions_scored"] == (
         result["rows_current"] + result["rows_reference"]
     )
+
+
+def test_beyond_max_trips_the_statistics_read_a_sample_chosen_by_trip_id(
+    workspace: Path, june_2018: dict, tmp_path: Path
+) -> None:
+    copy = copy_workspace(workspace, tmp_path / "copy")  # the module's monitoring history stays as it is
+    (copy / "sampled.yaml").write_text(FAST_MODEL + "monitor:\n  max_trips: 4000\n", encoding="utf-8")
+    args = ["monitor", "--from", "2018-06-01", "--to", "2018-07-01", "--window", "week"]
+    result = cli_json(copy, *args, config=copy / "sampled.yaml")
+    # the counts stay exact; the statistics read about 4,000 trips of each period, the same trips on every run
+    assert (result["rows_current"], result["rows_reference"]) == (
+        june_2018["rows_current"],
+        june_2018["rows_reference"],
+    )
+    shares = {"current": 4000 / result["rows_current"], "reference": 4000 / result["rows_reference"]}
+    assert result["sampled"] == {period: round(share, 6) for period, share in shares.items()}
+    assert june_2018["sampled"] == {"current": 1.0, "reference": 1.0}
+    assert 7200 < result["predictions_scored"] < 8800 and result["predictions_reused"] == 0
+    assert result["realized"]["rmsle"] == pytest.approx(june_2018["realized"]["rmsle"], rel=0.05)
+    assert result["alert"] is False and result["drifted_features"] == []
+    again = cli_json(copy, *args, config=copy / "sampled.yaml")
+    assert (again["realized"], again["prediction_psi"]) == (result["realized"], result["prediction_psi"])
 
 
 @pytest.fixture(scope="module")

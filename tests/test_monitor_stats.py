@@ -25,7 +25,13 @@ from taxi_duration.monitor.drift import (
     reference_profile,
     with_bin_counts,
 )
-from taxi_duration.monitor.quality import quarantine_shares, source_periods
+from taxi_duration.monitor.quality import (
+    MEDIAN_DAY,
+    quarantine_shares,
+    source_day_counts,
+    source_median_days,
+    source_periods,
+)
 from taxi_duration.monitor.realized import error_profile
 
 RNG = np.random.default_rng(7)
@@ -193,10 +199,11 @@ def test_quarantine_share_per_reason_by_source_month(spark: SparkSession) -> Non
         [("jan", "zero_distance")] * 2 + [("jun", "zero_distance"), ("jun", "unknown_zone"), ("jun", "unknown_zone")],
         "source string, reason string",
     )
+    day_counts = source_day_counts(trips)
     periods = source_periods(
-        trips, (datetime(2018, 6, 1), datetime(2018, 7, 1)), (datetime(2018, 1, 1), datetime(2018, 4, 1))
+        day_counts, (datetime(2018, 6, 1), datetime(2018, 7, 1)), (datetime(2018, 1, 1), datetime(2018, 4, 1))
     )
-    got = quarantine_shares(trips, quarantine, periods)
+    got = quarantine_shares(day_counts, quarantine, periods)
     expected = spark.createDataFrame(
         [
             (REFERENCE, "zero_distance", 2, 11, 2 / 11),
@@ -208,3 +215,18 @@ def test_quarantine_share_per_reason_by_source_month(spark: SparkSession) -> Non
         f"{PERIOD} string, reason string, rows long, input_rows long, share double",
     )
     assertDataFrameEqual(got, expected)
+
+
+def test_a_source_is_dated_by_the_day_of_its_lower_median_pickup(spark: SparkSession) -> None:
+    days = {"a": [("2018-03-01", 3), ("2018-03-02", 1), ("2018-03-05", 3)], "b": [("2018-04-10", 2), ("2018-04-11", 2)]}
+    rows = [
+        (source, f"{day} {hour:02d}:30:00") for source, counts in days.items() for day, n in counts for hour in range(n)
+    ]
+    trips = spark.createDataFrame(rows, "source string, pickup string").select(
+        "source", F.col("pickup").cast("timestamp").alias("pickup_datetime")
+    )
+    expected = spark.createDataFrame(
+        [("a", "2018-03-02 00:00:00"), ("b", "2018-04-10 00:00:00")], "source string, day string"
+    ).select("source", F.col("day").cast("timestamp").alias(MEDIAN_DAY))
+    # a: 7 trips, the 4th is on the 2nd; b: 4 trips, the lower median (2nd) is on the 10th
+    assertDataFrameEqual(source_median_days(source_day_counts(trips.repartition(3))), expected)

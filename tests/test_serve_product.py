@@ -11,13 +11,14 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -179,29 +180,34 @@ def test_shadow_scores_every_ride_and_reports_agreement(champion: ExportedModel,
     assert min(differences) > 0  # the two models really disagree
     assert model["shadow"]["model_version"] == "9"
     assert model["shadow"]["rides"] == 6
-    assert model["shadow"]["mean_abs_diff_minutes"] == pytest.approx(sum(differences) / 6, rel=1e-12)
+    # the shadow scores its batch vectorised: the same minutes as one by one, to the last bits
+    assert model["shadow"]["mean_abs_diff_minutes"] == pytest.approx(sum(differences) / 6, rel=1e-9)
     assert "taxi_duration_shadow_rides_total 6.0" in metrics
-    assert f"taxi_duration_shadow_mean_abs_diff_minutes {sum(differences) / 6!r}" in metrics
+    (line,) = [x for x in metrics.splitlines() if x.startswith("taxi_duration_shadow_mean_abs_diff_minutes ")]
+    assert float(line.split()[-1]) == pytest.approx(sum(differences) / 6, rel=1e-9)
 
 
-def test_the_shadow_scores_after_the_answer_is_sent(champion: ExportedModel, served_models: dict[str, Path]) -> None:
-    """The app called as an ASGI server calls it: the answer's last body message goes out before the shadow model
-    scores the ride, so a shadow never delays an answer."""
+def test_the_shadow_scores_its_batch_after_the_answer_that_fills_it(
+    champion: ExportedModel, served_models: dict[str, Path]
+) -> None:
+    """The app called as an ASGI server calls it: a ride only joins the shadow's batch; the answer that fills the
+    batch goes out before the shadow scores the batch (one vectorised call), so a shadow never delays an answer;
+    reading the agreement scores what waits."""
     shadow = ExportedModel.load(served_models["9"])
     events: list[str] = []
-    scored = shadow.predict_minutes
+    scored = shadow.predict_batch
 
-    def predict_minutes(trip: Mapping[str, Any]) -> float:
-        events.append("shadow scored")
-        return scored(trip)
+    def predict_batch(frame: pd.DataFrame) -> Any:
+        events.append(f"shadow scored {len(frame)}")
+        return scored(frame)
 
-    shadow.predict_minutes = predict_minutes  # type: ignore[method-assign]  # the real model, its calls recorded
-    app = create_app(lambda: champion, KEY, shadow_loader=lambda: shadow)
-    body = json.dumps(RIDE).encode()
-    answer: dict[str, Any] = {}
+    shadow.predict_batch = predict_batch  # type: ignore[method-assign]  # the real model, its calls recorded
+    app = create_app(lambda: champion, KEY, shadow_loader=lambda: shadow, shadow_batch=3)
+    answers: list[dict[str, Any]] = []
 
-    async def serve_one() -> None:
+    async def call(method: str, path: str, body: bytes = b"") -> None:
         incoming: list[MutableMapping[str, Any]] = [{"type": "http.request", "body": body, "more_body": False}]
+        answer: dict[str, Any] = {}
 
         async def receive() -> MutableMapping[str, Any]:
             return incoming.pop(0) if incoming else {"type": "http.disconnect"}
@@ -211,17 +217,17 @@ def test_the_shadow_scores_after_the_answer_is_sent(champion: ExportedModel, ser
                 answer["status"] = message["status"]
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 answer["body"] = json.loads(message["body"])
-                events.append("answer sent")
+                events.append(f"{path} answered")
 
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
-            "method": "POST",
+            "method": method,
             "scheme": "http",
-            "path": "/predict",
-            "raw_path": b"/predict",
+            "path": path,
+            "raw_path": path.encode(),
             "query_string": b"",
             "root_path": "",
             "headers": headers,
@@ -229,12 +235,25 @@ def test_the_shadow_scores_after_the_answer_is_sent(champion: ExportedModel, ser
             "server": ("127.0.0.1", 8000),
         }
         await app(scope, receive, send)
+        answers.append(answer)
 
-    asyncio.run(serve_one())
-    assert events == ["answer sent", "shadow scored"]
-    assert answer["status"] == 200
-    assert answer["body"]["duration_minutes"] == champion.predict_minutes(canonical(RIDE))
-    assert answer["body"]["model_version"] == "7" and "ride_id" not in answer["body"]  # None fields left out
+    async def session() -> None:
+        for zone in (4, 48, 132, 161):
+            await call("POST", "/predict", json.dumps({**RIDE, "PULocationID": zone}).encode())
+        await call("GET", "/model")
+
+    asyncio.run(session())
+    assert events == [
+        *["/predict answered"] * 3,
+        "shadow scored 3",  # after the third answer had gone out
+        "/predict answered",
+        "shadow scored 1",  # /model reads the agreement as of now
+        "/model answered",
+    ]
+    assert [a["status"] for a in answers] == [200] * 5
+    assert answers[0]["body"]["duration_minutes"] == champion.predict_minutes(canonical(RIDE | {"PULocationID": 4}))
+    assert answers[0]["body"]["model_version"] == "7" and "ride_id" not in answers[0]["body"]  # None fields left out
+    assert answers[-1]["body"]["shadow"]["rides"] == 4
 
 
 def test_a_failed_reload_keeps_the_model_and_says_why(champion: ExportedModel, tmp_path: Path) -> None:
@@ -286,6 +305,30 @@ def test_request_log_keeps_every_ride_of_16_concurrent_clients(live: tuple[str, 
     assert set(logged["regime"]) == {"recorded_distance"}
     assert set(logged["model_version"]) == {"7"}
     assert logged["shadow_model_version"].isna().all()
+
+
+def test_request_log_rows_carry_the_shadow_minutes_and_none_waits_past_shutdown(
+    champion: ExportedModel, challenger: ExportedModel, tmp_path: Path
+) -> None:
+    request_log = RequestLog(tmp_path / "log", flush_seconds=0.2)
+    app = create_app(lambda: champion, KEY, shadow_loader=lambda: challenger, request_log=request_log, shadow_batch=4)
+    rides = [{**RIDE, "PULocationID": 1 + 17 * i, "ride_id": f"r{i}"} for i in range(10)]
+    with TestClient(app) as client:
+        answers = [client.post("/predict", json=ride).json() for ride in rides[:7]]
+        batch = client.post("/predict/batch", json={"rides": rides[7:]}).json()
+    # 7 single rides and a batch of 3: two full batches of 4 scored after their answers, the last 2 at shutdown
+    answers += batch["predictions"]
+    files = request_log.files()
+    logged = (
+        pd.concat([pq.read_table(f).to_pandas() for f in files]).set_index("ride_id").loc[[r["ride_id"] for r in rides]]
+    )
+    trips = [canonical(ride) for ride in rides]
+    assert logged["duration_minutes"].tolist() == [a["duration_minutes"] for a in answers]
+    assert set(logged["model_version"]) == {"7"} and set(logged["shadow_model_version"]) == {"9"}
+    np.testing.assert_allclose(
+        logged["shadow_duration_minutes"], [challenger.predict_minutes(t) for t in trips], rtol=0, atol=1e-9
+    )
+    assert logged["logged_at"].is_monotonic_increasing  # the time each ride was answered
 
 
 def test_request_log_is_bounded_on_disk(tmp_path: Path) -> None:

@@ -13,11 +13,10 @@ from taxi_duration.features.definitions import with_label
 from taxi_duration.features.travel_times import pair_key
 from taxi_duration.params import PipelineParams, TrainParams
 from taxi_duration.registry.promotion import decide_promotion, regime_regressions
+from taxi_duration.sampling import chosen_by_trip_id, fraction_for
 from taxi_duration.schema import TRIP_SCHEMA
 from taxi_duration.train.evaluate import as_regime, regression_metrics, with_baseline_prediction, zone_pair_medians
 from taxi_duration.train.job import (
-    chosen_by_trip_id,
-    fit_fraction,
     mask_distance,
     one_partition_per_core,
     training_features,
@@ -192,7 +191,7 @@ def test_out_of_fold_rows_leave_the_trip_out(spark: SparkSession) -> None:
 
 
 def test_the_estimator_fits_on_a_sample_whose_out_of_fold_columns_come_from_every_trip(spark: SparkSession) -> None:
-    assert (fit_fraction(800, None), fit_fraction(800, 800), fit_fraction(8_000_000, 1_000_000)) == (1.0, 1.0, 0.125)
+    assert (fraction_for(800, None), fraction_for(800, 800), fraction_for(8_000_000, 1_000_000)) == (1.0, 1.0, 0.125)
     # 400 trips: the hand-built ones again and again under new ids, so every pair has trips in every fold
     many = [(trip_id + 8 * copy, *rest) for copy in range(50) for trip_id, *rest in TRIPS]
     trips = _trips(spark, many).transform(with_label)

@@ -85,6 +85,9 @@ class MonitorParams(_Strict):
     min_current_rows: int = Field(100, ge=1)
     # a window of the time series counts towards the alert on its own only with at least this many trips
     min_window_rows: int = Field(1000, ge=1)
+    # beyond this many trips in a period, the drift statistics and the realised error are computed on a sample of
+    # them chosen by trip id (the trip counts stay exact); None: every trip
+    max_trips: int | None = Field(500_000, ge=1000)
 
 
 class PipelineParams(_Strict):

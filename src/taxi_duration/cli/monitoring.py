@@ -45,6 +45,10 @@ def _print_monitor(console: Console, result: Any) -> None:
             f"(ratio {realized['ratio'] or float('nan'):.2f}); {result.rows_current:,} current trips, "
             f"{result.rows_reference:,} reference trips"
         )
+    samples = {period: share for period, share in result.sampled.items() if share < 1.0}
+    if samples:
+        shares = ", ".join(f"{share:.2%} of the {period} trips" for period, share in samples.items())
+        console.print(f"statistics on a sample chosen by trip id (monitor.max_trips): {shares}")
     verdict = "[red]ALERT[/red]: " + "; ".join(result.reasons) if result.alert else "[green]no alert[/green]"
     console.print(verdict)
     if result.report_path:

@@ -28,7 +28,7 @@ from taxi_duration.ingest.job import run_ingest
 from taxi_duration.ingest.readers import expand_sources
 from taxi_duration.lakehouse import read_trips
 from taxi_duration.monitor.command import monitor_command, read_optional_parquet
-from taxi_duration.monitor.quality import MEDIAN_ACCURACY
+from taxi_duration.monitor.quality import MEDIAN_DAY, source_day_counts, source_median_days
 from taxi_duration.params import PipelineParams
 from taxi_duration.registry.promotion import alias_version
 from taxi_duration.registry.spark_model import load_spark_model
@@ -102,13 +102,10 @@ def add_months(value: datetime, months: int) -> datetime:
 
 def months_of_sources(trips: DataFrame, source_ids: list[str]) -> tuple[datetime, datetime] | None:
     """The months covered by these sources: from the month of the earliest source median pickup to the end of the
-    latest one's (a monthly TLC file is its month, whatever stray dates it carries)."""
+    latest one's (a monthly TLC file is its month, whatever stray dates it carries; the median's day is enough)."""
     medians = (
-        trips.filter(F.col("source").isin(source_ids))
-        .groupBy("source")
-        .agg(F.percentile_approx(F.unix_micros("pickup_datetime"), 0.5, MEDIAN_ACCURACY).alias("m"))
-        .agg(F.min("m").alias("first"), F.max("m").alias("last"))
-        .select(F.timestamp_micros("first").alias("first"), F.timestamp_micros("last").alias("last"))
+        source_median_days(source_day_counts(trips.filter(F.col("source").isin(source_ids))))
+        .agg(F.min(MEDIAN_DAY).alias("first"), F.max(MEDIAN_DAY).alias("last"))
         .first()
     )
     if medians is None or medians["first"] is None:

@@ -14,13 +14,12 @@ import math
 import re
 from datetime import date
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import holidays
 import numpy as np
 
-from taxi_duration.features.travel_times import FORMAT as TRAVEL_TIMES_FORMAT
-from taxi_duration.features.travel_times import PAIR_KEY_FACTOR, TravelTimes
+from taxi_duration.features.travel_times import BOROUGH_SLOTS, TravelTimes
 from taxi_duration.zones import load_zones
 
 if TYPE_CHECKING:  # the online scorer shares these definitions and must not need pyspark
@@ -84,7 +83,9 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 # present, the feature SQL reads them instead of the embedded table, so no trip sees its own duration.
 OUT_OF_FOLD_PAIR = "_oof_pair"
 OUT_OF_FOLD_BOROUGHS = "_oof_boroughs"
-TRAVEL_TIMES_TYPE = "struct<pairs:map<string,array<double>>,boroughs:map<string,array<double>>,overall:array<double>>"
+TRAVEL_TIMES_TYPE = (
+    "struct<pair_index:array<int>,pair_rows:array<array<double>>,boroughs:array<array<double>>,overall:array<double>>"
+)
 HELPER_COLUMNS = ("_pu_zone", "_do_zone", "_tt_pair", "_tt_boroughs")
 # The classic course pipeline: VectorAssembler(['distance', 'hour', 'day_of_week']) + RandomForestRegressor.
 CLASSIC_FEATURE_COLUMNS: tuple[str, ...] = ("distance", "pickup_hour", "pickup_weekday")
@@ -123,15 +124,27 @@ def _json_literal(value: object, sql_type: str) -> str:
 
 
 @lru_cache(maxsize=1)
+def zone_slots() -> int:
+    """The length of the zone arrays in the SQL: the largest zone id + 1 (an array is read by position; a Spark
+    map is searched key by key)."""
+    return max(z.location_id for z in load_zones()) + 1
+
+
+@lru_cache(maxsize=1)
 def _literals() -> dict[str, str]:
     zones = load_zones()
+    slots = zone_slots()
+
+    def by_zone(values: dict[int, Any]) -> list[Any]:
+        return [values.get(zone) for zone in range(slots)]
+
     with_geometry = [z for z in zones if z.centroid_lat is not None]
     return {
-        "lat": _json_literal({str(z.location_id): z.centroid_lat for z in with_geometry}, "map<string,double>"),
-        "lon": _json_literal({str(z.location_id): z.centroid_lon for z in with_geometry}, "map<string,double>"),
-        "borough": _json_literal({str(z.location_id): int(z.borough_code) for z in zones}, "map<string,int>"),
+        "lat": _json_literal(by_zone({z.location_id: z.centroid_lat for z in with_geometry}), "array<double>"),
+        "lon": _json_literal(by_zone({z.location_id: z.centroid_lon for z in with_geometry}), "array<double>"),
+        "borough": _json_literal(by_zone({z.location_id: int(z.borough_code) for z in zones}), "array<int>"),
         "airport": _json_literal(
-            {str(z.location_id): int(z.is_airport) for z in zones if z.is_airport}, "map<string,int>"
+            by_zone({z.location_id: int(z.is_airport) for z in zones if z.is_airport}), "array<int>"
         ),
         "holidays": _json_literal([day.isoformat() for day in us_holidays()], "array<date>"),
         "grid": _json_literal(list(zone_grid()), "array<int>"),
@@ -139,9 +152,9 @@ def _literals() -> dict[str, str]:
 
 
 def _lookup(table: str, zone: str) -> str:
-    """SQL: the value a zone map holds for a zone id (NULL for an unknown id or a NULL zone). The id goes through
-    INT so that a frame with ids as BIGINT or DOUBLE (161.0) still finds key "161"."""
-    return f"element_at({table}, CAST(CAST({zone} AS INT) AS STRING))"
+    """SQL: the value a zone array holds for a zone id (NULL for an id outside it or a NULL zone). The id goes
+    through INT so that a frame with ids as BIGINT or DOUBLE (161.0) reads the same position."""
+    return f"get({table}, CAST({zone} AS INT))"
 
 
 def zone_centroid_sql(zone: str) -> tuple[str, str]:
@@ -158,9 +171,11 @@ def _grid_zone(lat: str, lon: str) -> str:
     return f"CASE WHEN {inside} THEN element_at(__GRID__, {row} * {GRID_COLS} + {col} + 1) END"
 
 
-def _pair_key(pickup: str, dropoff: str) -> str:
-    """SQL: the string key of a (pickup, dropoff) pair in the travel-time maps (`travel_times.pair_key`)."""
-    return f"CAST(CAST({pickup} AS INT) * {PAIR_KEY_FACTOR} + CAST({dropoff} AS INT) AS STRING)"
+def _pair_position(pickup: str, dropoff: str, slots: int) -> str:
+    """SQL: the position of a (pickup, dropoff) pair in a travel-time array of slots x slots (NULL outside it)."""
+    first, second = f"CAST({pickup} AS INT)", f"CAST({dropoff} AS INT)"
+    inside = f"{first} BETWEEN 0 AND {slots - 1} AND {second} BETWEEN 0 AND {slots - 1}"
+    return f"CASE WHEN {inside} THEN {first} * {slots} + {second} END"
 
 
 def feature_stages(
@@ -205,12 +220,13 @@ def feature_stages(
         ("same_zone", f"CASE WHEN {zone_pu} = {zone_do} THEN 1 ELSE 0 END"),
         ("trip_distance_filled", f"COALESCE(CAST(trip_distance AS DOUBLE), {MISSING_DISTANCE})"),
     ]
-    table = f"from_json('{travel_times.literal_json()}', '{TRAVEL_TIMES_TYPE}')" if travel_times else None
+    table = f"from_json('{travel_times.literal_json(zone_slots())}', '{TRAVEL_TIMES_TYPE}')" if travel_times else None
     if out_of_fold:
         pair_row, borough_row = OUT_OF_FOLD_PAIR, OUT_OF_FOLD_BOROUGHS
     elif table:
-        pair_row = f"element_at({table}.pairs, {_pair_key(zone_pu, zone_do)})"
-        borough_row = f"element_at({table}.boroughs, {_pair_key('pickup_borough', 'dropoff_borough')})"
+        pair_index = f"get({table}.pair_index, {_pair_position(zone_pu, zone_do, zone_slots())})"
+        pair_row = f"get({table}.pair_rows, {pair_index})"  # -1 (no row): NULL
+        borough_row = f"get({table}.boroughs, {_pair_position('pickup_borough', 'dropoff_borough', BOROUGH_SLOTS)})"
     else:
         pair_row = borough_row = "CAST(NULL AS ARRAY<DOUBLE>)"
     stage_table = [("_tt_pair", pair_row), ("_tt_boroughs", borough_row)]
@@ -271,11 +287,10 @@ def feature_sql(travel_times: TravelTimes | None = None) -> str:
 
 def travel_times_in(statement: str) -> TravelTimes | None:
     """The travel-time table a feature SQL statement embeds (None if it embeds none): how the exporter reads it."""
-    match = re.search(r"from_json\('(\{\"pairs\":[^']*)', '" + re.escape(TRAVEL_TIMES_TYPE) + r"'\)", statement)
+    match = re.search(r"from_json\('(\{\"pair_index\":[^']*)', '" + re.escape(TRAVEL_TIMES_TYPE) + r"'\)", statement)
     if match is None:
         return None
-    data = json.loads(match.group(1))
-    return TravelTimes.from_json({"format": TRAVEL_TIMES_FORMAT, **data})
+    return TravelTimes.from_literal(json.loads(match.group(1)))
 
 
 def with_features(df: DataFrame, travel_times: TravelTimes | None = None, *, out_of_fold: bool = False) -> DataFrame:

@@ -20,6 +20,7 @@ from typing import Any
 # one row: (training trips, median recorded miles, median minutes)
 Stats = tuple[float, float, float]
 PAIR_KEY_FACTOR = 1000  # key = pickup zone * 1000 + dropoff zone (zone ids are below 1000; boroughs below 10)
+BOROUGH_SLOTS = 10  # borough codes are 0..9
 FORMAT = "taxi-duration-travel-times"
 
 
@@ -68,31 +69,68 @@ class TravelTimes:
         if data.get("format") != FORMAT:
             raise ValueError(f"not a travel-time table (format {data.get('format')!r}, expected {FORMAT!r})")
 
-        def row(values: Any) -> Stats:
-            a, b, c = (float("nan") if v is None else float(v) for v in values)
-            return (a, b, c)
-
         return cls(
             min_trips=int(data["min_trips"]),
-            pairs={int(k): row(v) for k, v in data["pairs"].items()},
-            boroughs={int(k): row(v) for k, v in data["boroughs"].items()},
-            overall=row(data["overall"]),
+            pairs={int(k): _row(v) for k, v in data["pairs"].items()},
+            boroughs={int(k): _row(v) for k, v in data["boroughs"].items()},
+            overall=_row(data["overall"]),
             source=dict(data.get("source") or {}),
         )
 
-    def literal_json(self) -> str:
-        """The table as the feature SQL embeds it: one JSON document, doubles written with repr (read back exactly),
-        NaN written as null (a SQL NULL, so COALESCE falls through to the next level)."""
-        return json.dumps(
-            {
-                "pairs": {str(k): _nulls(v) for k, v in sorted(self.pairs.items())},
-                "boroughs": {str(k): _nulls(v) for k, v in sorted(self.boroughs.items())},
-                "overall": _nulls(self.overall),
-                "min_trips": self.min_trips,  # not in the SQL type (from_json skips it): read back by the exporter
-            },
-            separators=(",", ":"),
-            allow_nan=False,
-        )
+    def literal_json(self, zone_slots: int) -> str:
+        """The table as the feature SQL embeds it, as arrays read by position (a Spark map is searched key by key:
+        a pair lookup in a map of 26,000 pairs cost more than every other feature together):
+        `pair_index[pickup * zone_slots + dropoff]` is the pair's row in `pair_rows` (-1: none),
+        `boroughs[pickup_borough * BOROUGH_SLOTS + dropoff_borough]` the borough pair's row (null: none).
+        Doubles are written with repr (read back exactly), NaN as null (a SQL NULL, so COALESCE falls through
+        to the next level); `min_trips` and `zone_slots` are not in the SQL type (from_json skips them): the
+        exporter reads them back (`from_literal`)."""
+        index = [-1] * (zone_slots * zone_slots)
+        rows: list[list[float | None]] = []
+        for key, stats in sorted(self.pairs.items()):
+            pickup, dropoff = divmod(key, PAIR_KEY_FACTOR)
+            if not (0 <= pickup < zone_slots and 0 <= dropoff < zone_slots):
+                raise ValueError(f"travel-time pair {key}: a zone id outside 0..{zone_slots - 1}")
+            index[pickup * zone_slots + dropoff] = len(rows)
+            rows.append(_nulls(stats))
+        boroughs: list[list[float | None] | None] = [None] * (BOROUGH_SLOTS * BOROUGH_SLOTS)
+        for key, stats in self.boroughs.items():
+            pickup, dropoff = divmod(key, PAIR_KEY_FACTOR)
+            if not (0 <= pickup < BOROUGH_SLOTS and 0 <= dropoff < BOROUGH_SLOTS):
+                raise ValueError(f"travel-time borough pair {key}: a borough code outside 0..{BOROUGH_SLOTS - 1}")
+            boroughs[pickup * BOROUGH_SLOTS + dropoff] = _nulls(stats)
+        document = {
+            "pair_index": index,
+            "pair_rows": rows,
+            "boroughs": boroughs,
+            "overall": _nulls(self.overall),
+            "min_trips": self.min_trips,
+            "zone_slots": zone_slots,
+        }
+        return json.dumps(document, separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_literal(cls, data: Mapping[str, Any]) -> TravelTimes:
+        """The table back from `literal_json`'s document."""
+        slots = int(data["zone_slots"])
+
+        rows = data["pair_rows"]
+        pairs = {
+            pair_key(*divmod(position, slots)): _row(rows[at])
+            for position, at in enumerate(data["pair_index"])
+            if at >= 0
+        }
+        boroughs = {
+            pair_key(*divmod(position, BOROUGH_SLOTS)): _row(values)
+            for position, values in enumerate(data["boroughs"])
+            if values is not None
+        }
+        return cls(min_trips=int(data["min_trips"]), pairs=pairs, boroughs=boroughs, overall=_row(data["overall"]))
+
+
+def _row(values: Any) -> Stats:
+    a, b, c = (float("nan") if v is None else float(v) for v in values)
+    return (a, b, c)
 
 
 def _nulls(row: Stats) -> list[float | None]:

@@ -8,7 +8,9 @@ job with one line and leave the workspace as it was."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime
+from functools import reduce
 from typing import Any
 
 import pandas as pd
@@ -19,7 +21,7 @@ from pyspark.sql import functions as F
 
 from taxi_duration.columns import PREDICTION
 from taxi_duration.errors import ConfigError, NoDataError
-from taxi_duration.features.definitions import FEATURE_COLUMNS, FEATURE_INPUT_COLUMNS, with_features
+from taxi_duration.features.definitions import FEATURE_COLUMNS, FEATURE_INPUT_COLUMNS
 from taxi_duration.features.output import minutes_from_log_seconds
 from taxi_duration.monitor.champion import monitored_features, reference_window, resolve_champion
 from taxi_duration.monitor.drift import (
@@ -32,17 +34,20 @@ from taxi_duration.monitor.drift import (
     with_bin_counts,
 )
 from taxi_duration.monitor.publish import BOROUGH
-from taxi_duration.monitor.quality import quarantine_shares, source_periods, timestamp_literal
+from taxi_duration.monitor.quality import quarantine_shares, source_day_counts, source_periods, timestamp_literal
 from taxi_duration.monitor.realized import ACTUAL, PREDICTED, error_profile
 from taxi_duration.monitor.result import MonitorRequest, MonitorResult
 from taxi_duration.params import MonitorParams
 from taxi_duration.registry.spark_model import load_spark_model
+from taxi_duration.sampling import chosen_by_trip_id, fraction_for
 from taxi_duration.zones import BOROUGH_CODES
 
 # `cycle` and schedulers branch on this: 0 no alert, 2 bad input (as every command), 4 alert with --fail-on-alert
 ALERT_EXIT_CODE = 4
 WINDOWS = {"day": "day", "week": "week", "month": "month"}
 REUSED = "prediction_reused"
+STORED = "_stored_prediction"
+SAMPLE_SALT = 71  # the monitor's samples: not the trips `train` picks with its own salts
 
 
 def in_window(column: str, window: tuple[datetime, datetime]) -> F.Column:
@@ -50,30 +55,29 @@ def in_window(column: str, window: tuple[datetime, datetime]) -> F.Column:
     return (F.col(column) >= timestamp_literal(start)) & (F.col(column) < timestamp_literal(end))
 
 
-def _model_input(trips: DataFrame) -> DataFrame:
-    return trips.select("trip_id", *FEATURE_INPUT_COLUMNS, (F.col("duration_s") / F.lit(60.0)).alias(ACTUAL))
-
-
-def scored_trips(trips: DataFrame, model: PipelineModel, stored: DataFrame | None) -> DataFrame:
-    """Trips -> features, actual and predicted minutes, `prediction_reused`: trips with a stored prediction of this
-    model version keep it (features computed from the shared definitions), the rest are scored now."""
-    base = _model_input(trips)
-    keep = ["pickup_datetime", "pickup_location_id", *FEATURE_COLUMNS, ACTUAL]
-
-    def fresh(frame: DataFrame) -> DataFrame:
-        return model.transform(frame).select(
-            *keep, minutes_from_log_seconds(F.col(PREDICTION)).alias(PREDICTED), F.lit(False).alias(REUSED)
-        )
-
+def scored_trips(
+    trips: DataFrame, model: PipelineModel, stored: DataFrame | None, carry: Sequence[str] = ()
+) -> DataFrame:
+    """Trips -> the model's features, actual and predicted minutes, `prediction_reused`, in one pass: the model
+    computes its own features (its feature SQL and travel-time table) for every trip, and a trip with a stored
+    prediction of this model version keeps that prediction (the one users were given). `carry`: columns kept
+    through, and matched with the stored predictions' as trip_id is."""
+    base = trips.select("trip_id", *carry, *FEATURE_INPUT_COLUMNS, (F.col("duration_s") / F.lit(60.0)).alias(ACTUAL))
     if stored is None:
-        return fresh(base)
-    joined = base.join(stored.select("trip_id", F.col(PREDICTED).alias("_stored")), on="trip_id", how="left")
-    reused = (
-        joined.filter(F.col("_stored").isNotNull())
-        .transform(with_features)
-        .select(*keep, F.col("_stored").alias(PREDICTED), F.lit(True).alias(REUSED))
+        base = base.withColumn(STORED, F.lit(None).cast("double"))
+    else:
+        stored_rows = stored.select("trip_id", *carry, F.col(PREDICTED).alias(STORED))
+        base = base.join(stored_rows, on=["trip_id", *carry], how="left")
+    computed = minutes_from_log_seconds(F.col(PREDICTION))
+    return model.transform(base).select(
+        *carry,
+        "pickup_datetime",
+        "pickup_location_id",
+        *FEATURE_COLUMNS,
+        ACTUAL,
+        F.coalesce(F.col(STORED), computed).alias(PREDICTED),
+        F.col(STORED).isNotNull().alias(REUSED),
     )
-    return reused.unionByName(fresh(joined.filter(F.col("_stored").isNull()).drop("_stored")))
 
 
 def stream_as_trips(stream_predictions: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -182,30 +186,50 @@ def run_monitor(
 
     model = load_spark_model(f"models:/{model_name}/{champion.version}", trips.sparkSession)
 
-    def version_rows(frame: DataFrame | None) -> DataFrame | None:
+    # beyond monitor.max_trips in a period, the statistics read a sample chosen by trip id (the same trips in the
+    # trips and in the stored predictions, so the join keeps them all); the counts above stay exact
+    sampled = {
+        CURRENT: fraction_for(rows_current, params.max_trips),
+        REFERENCE: fraction_for(rows_reference, params.max_trips),
+    }
+
+    def sample(frame: DataFrame, period: str) -> DataFrame:
+        return frame if sampled[period] >= 1.0 else frame.filter(chosen_by_trip_id(sampled[period], SAMPLE_SALT))
+
+    def stored_rows(frame: DataFrame | None, period: str) -> DataFrame | None:
+        """This model version's stored predictions, sampled as the period's trips are."""
         if frame is None:
             return None
         mine = (F.col("model_name") == F.lit(model_name)) & (F.col("model_version") == F.lit(champion.version))
-        return frame.filter(mine)
+        return sample(frame.filter(mine), period)
 
-    current_scored = scored_trips(
-        current_trips.filter(in_window("pickup_datetime", request.current)), model, version_rows(stored_current)
-    )
-    reference_scored = scored_trips(
-        trips.filter(in_window("pickup_datetime", reference)), model, version_rows(predictions)
-    )
-    monitored = current_scored.select(
-        "*",
-        F.lit(CURRENT).alias(PERIOD),
-        F.date_trunc(WINDOWS[request.window], "pickup_datetime").alias(WINDOW_START),
-        _borough_name().alias(BOROUGH),
-    ).unionByName(
-        reference_scored.select(
-            "*",
-            F.lit(REFERENCE).alias(PERIOD),
-            F.lit(None).cast("timestamp").alias(WINDOW_START),
-            _borough_name().alias(BOROUGH),
+    def tagged(frame: DataFrame, name: str, *columns: str) -> DataFrame:
+        return frame.select(*columns, F.lit(name).alias(PERIOD))
+
+    # both periods in one frame, so the model's feature SQL (with its large literals) is planned once and the
+    # stored predictions joined once
+    inputs = ["trip_id", *FEATURE_INPUT_COLUMNS, "duration_s"]
+    windowed = sample(current_trips.filter(in_window("pickup_datetime", request.current)), CURRENT)
+    reference_trips = sample(trips.filter(in_window("pickup_datetime", reference)), REFERENCE)
+    stored_parts = [
+        tagged(frame, name, "trip_id", PREDICTED)
+        for frame, name in (
+            (stored_rows(stored_current, CURRENT), CURRENT),
+            (stored_rows(predictions, REFERENCE), REFERENCE),
         )
+        if frame is not None
+    ]
+    scored = scored_trips(
+        tagged(windowed, CURRENT, *inputs).unionByName(tagged(reference_trips, REFERENCE, *inputs)),
+        model,
+        reduce(DataFrame.unionByName, stored_parts) if stored_parts else None,
+        carry=[PERIOD],
+    )
+    is_current = F.col(PERIOD) == F.lit(CURRENT)
+    monitored = scored.select(
+        "*",
+        F.when(is_current, F.date_trunc(WINDOWS[request.window], "pickup_datetime")).alias(WINDOW_START),
+        _borough_name().alias(BOROUGH),
     )
     features = monitored_features(champion)
     # Scored once: the model (and the feature SQL) would otherwise run on every trip in each of the three passes
@@ -239,8 +263,12 @@ def run_monitor(
     quality = pd.DataFrame(columns=[PERIOD, "reason", "rows", "input_rows", "share"])
     if quarantine is not None and request.source == "trips":
         mark = time.perf_counter()
-        periods = source_periods(trips, request.current, reference)
-        quality = quarantine_shares(trips, quarantine, periods).toPandas()
+        day_counts = source_day_counts(trips).cache()  # read twice; a row per source and day
+        try:
+            periods = source_periods(day_counts, request.current, reference)
+            quality = quarantine_shares(day_counts, quarantine, periods).toPandas()
+        finally:
+            day_counts.unpersist()
         timings["quality"] = round(time.perf_counter() - mark, 2)
 
     overall_counts = pd.DataFrame(counts.groupby([PERIOD, "feature", "bin"], as_index=False)["rows"].sum())
@@ -259,7 +287,8 @@ def run_monitor(
     predictions_reused = int(current_all["predictions_reused"] or 0) if current_all is not None else 0
     if reference_all is not None:
         predictions_reused += int(reference_all["predictions_reused"] or 0)
-    scored_now = rows_current + rows_reference - predictions_reused
+    monitored_rows = sum(int(row["rows"]) for row in (current_all, reference_all) if row is not None)
+    scored_now = monitored_rows - predictions_reused
 
     by_feature = {row["feature"]: row for row in overall.to_dict(orient="records")}
     prediction = by_feature.get(PREDICTED)
@@ -337,6 +366,7 @@ def run_monitor(
         quality=[{str(k): v for k, v in row.items()} for row in quality.to_dict(orient="records")],
         predictions_reused=predictions_reused,
         predictions_scored=scored_now,
+        sampled={period: round(value, 6) for period, value in sampled.items()},
         seconds=timings,
     )
     tables = {

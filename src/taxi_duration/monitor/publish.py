@@ -163,6 +163,7 @@ def publish(
             "alert": float(result.alert),
             "rows_current": float(result.rows_current),
             "rows_reference": float(result.rows_reference),
+            **{f"sample_fraction_{period}": value for period, value in result.sampled.items()},
             "drifted_features": float(len(result.drifted_features)),
             "prediction_psi": result.prediction_psi,
             "realized_rmsle": result.realized["rmsle"],

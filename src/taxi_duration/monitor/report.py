@@ -122,6 +122,7 @@ def render(result: MonitorResult, tables: dict[str, Any], path: Path, psi_thresh
             ("current window", f"{result.current['from']} .. {result.current['to']} ({result.source})"),
             ("reference window", f"{result.reference['from']} .. {result.reference['to']}"),
             ("trips (current / reference)", f"{result.rows_current:,} / {result.rows_reference:,}"),
+            ("statistics on (current / reference)", _sampled(result.sampled)),
             ("realised RMSLE / validation RMSLE", f"{realized['rmsle']} / {realized['reference_rmsle']}"),
             ("prediction PSI", f"{result.prediction_psi}"),
             ("zero-variance reference features (not scored)", ", ".join(result.zero_variance_features) or "none"),
@@ -165,3 +166,9 @@ def render(result: MonitorResult, tables: dict[str, Any], path: Path, psi_thresh
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(document, encoding="utf-8")
     return path
+
+
+def _sampled(sampled: dict[str, float]) -> str:
+    """'all trips' or the share of each period's trips chosen by trip id (beyond `monitor.max_trips`)."""
+    shares = [sampled.get(period, 1.0) for period in ("current", "reference")]
+    return " / ".join("all trips" if share >= 1.0 else f"a {share:.2%} sample by trip id" for share in shares)

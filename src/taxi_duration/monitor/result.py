@@ -28,6 +28,8 @@ class MonitorResult:
     quality: list[dict[str, Any]]
     predictions_reused: int
     predictions_scored: int
+    # the share of each period's trips the statistics read (1.0: all; below it beyond `monitor.max_trips`)
+    sampled: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None
     report_path: str | None = None
     monitoring_path: str | None = None

@@ -34,8 +34,7 @@ from taxi_duration.serve.models import (
     ValidationErrorBody,
     Zone,
 )
-from taxi_duration.serve.predictor import ExportedModel
-from taxi_duration.serve.serving import NO_MODEL, Answered, Serving
+from taxi_duration.serve.serving import NO_MODEL, Serving
 from taxi_duration.zones import MAX_ZONE_ID, load_zones
 
 Answer = TypeVar("Answer", bound=BaseModel)
@@ -53,18 +52,15 @@ NOT_READY: dict[int | str, dict[str, Any]] = {503: {"model": ErrorBody, "descrip
 # ---------------------------------------------------------------------------------------------- predictions
 
 
-def _then_observe(
-    answer: Answer, serving: Serving, model: ExportedModel, answered: list[Answered]
-) -> Answer | Response:
-    """The answer, as is when nothing is left to do; else (rides for the shadow model) as JSON, None fields left
-    out as the routes declare, with the shadow and the request log as a background task, run once the response has
-    been sent."""
-    if not answered:
+def _then_observe(answer: Answer, serving: Serving) -> Answer | Response:
+    """The answer, as is; when it fills the shadow model's batch, as JSON (None fields left out as the routes
+    declare) with the batch's scoring as a background task, run once the response has been sent."""
+    if not serving.batch_due:
         return answer
     return Response(
         answer.model_dump_json(exclude_none=True),
         media_type="application/json",
-        background=BackgroundTask(serving.observe, model, answered),
+        background=BackgroundTask(serving.observe),
     )
 
 
@@ -82,8 +78,7 @@ def predict_router(models: RequestModels, serving: Serving, route_class: type[AP
     )
     async def predict(ride: models.ride) -> Prediction | Response:  # type: ignore[name-defined]
         model = serving.current()  # after validation: an invalid ride is a 422 with or without a model
-        answered: list[Answered] = []
-        minutes = serving.score(model, ride, "ride", answered)
+        minutes = serving.score(model, ride, "ride")
         serving.counted(model, 1)
         answer = Prediction(
             duration_minutes=minutes,
@@ -92,7 +87,7 @@ def predict_router(models: RequestModels, serving: Serving, route_class: type[AP
             regime=ride.regime,
             ride_id=ride.ride_id,
         )
-        return _then_observe(answer, serving, model, answered)
+        return _then_observe(answer, serving)
 
     @router.post(
         "/predict/batch",
@@ -102,10 +97,9 @@ def predict_router(models: RequestModels, serving: Serving, route_class: type[AP
     )
     def predict_batch(batch: models.batch) -> BatchPrediction | Response:  # type: ignore[name-defined]
         model = serving.current()
-        answered: list[Answered] = []
         predictions = [
             RidePrediction(
-                duration_minutes=serving.score(model, ride, f"rides.{i}", answered),
+                duration_minutes=serving.score(model, ride, f"rides.{i}"),
                 regime=ride.regime,
                 ride_id=ride.ride_id,
             )
@@ -113,7 +107,7 @@ def predict_router(models: RequestModels, serving: Serving, route_class: type[AP
         ]
         serving.counted(model, len(predictions))
         answer = BatchPrediction(model_name=model.name, model_version=model.version, predictions=predictions)
-        return _then_observe(answer, serving, model, answered)
+        return _then_observe(answer, serving)
 
     return router
 

@@ -2,9 +2,11 @@
 
 The served model is loaded once when the app is built, again on POST /admin/reload, and when a followed registry
 alias moves (`follow`, polling in the app's lifespan); it is replaced by assignment (atomic) and read once per
-request. A shadow model, if any, scores every ride too without answering, after the answer has been sent. Each
-scored ride is counted (metrics, /stats, shadow agreement) and, with a request log, appended to it off the request
-path.
+request. A shadow model, if any, scores every ride too without answering: the rides wait in a batch, which the
+shadow scores at once (vectorised) after the answer that fills it has been sent, every `SHADOW_SECONDS`, before
+the agreement is read (/model, /stats, /metrics) and at shutdown. A ride then costs the request path an append, and
+one answer in `shadow_batch` is followed by the batch's few milliseconds. Each scored ride is counted (metrics,
+/stats, shadow agreement) and, with a request log, appended to it off the request path.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from taxi_duration.serve.errors import ApiError
 from taxi_duration.serve.metrics import Metrics
@@ -29,7 +34,10 @@ NO_MODEL = "no model loaded: the server has nothing to predict with yet (export 
 
 Loader = Callable[[], ExportedModel | None]
 Probe = Callable[[], str | None]
-Answered = tuple[Ride, dict[str, Any], float]  # a ride, its trip, the served model's minutes
+# when, by which model, a ride, its trip, its minutes
+Answered = tuple[datetime, ExportedModel, Ride, dict[str, Any], float]
+SHADOW_BATCH = 256  # rides the shadow model scores at once
+SHADOW_SECONDS = 1.0  # and at least this often (agreement and the request log's rows wait no longer)
 
 
 def _first(load: Loader | None, what: str) -> ExportedModel | None:
@@ -64,8 +72,12 @@ class Serving:
         shadow_loader: Loader | None = None,
         shadow_probe: Probe | None = None,
         request_log: RequestLog | None = None,
+        shadow_batch: int = SHADOW_BATCH,
     ) -> None:
         self.loader = loader
+        self.shadow_batch = shadow_batch
+        self.pending: list[Answered] = []  # rides answered, waiting for the shadow model
+        self.pending_lock = threading.Lock()  # /predict/batch runs in worker threads
         self.metrics = metrics
         self.probe = probe
         self.shadow_loader = shadow_loader
@@ -96,6 +108,7 @@ class Serving:
     def shadow_info(self) -> ShadowInfo | None:
         if self.shadow is None:
             return None
+        self.observe_pending()  # the agreement as of now
         with self.counts:
             rides, total = self.shadow_rides, self.shadow_abs_diff
         return ShadowInfo(
@@ -107,63 +120,90 @@ class Serving:
 
     # ------------------------------------------------------------------------------------------ scoring
 
-    def score(self, model: ExportedModel, ride: Ride, where: str, answered: list[Answered] | None = None) -> float:
-        """The served model's minutes for one ride. With a shadow model, its minutes and the request log's row
-        come after: in `observe`, for the rides collected in `answered` (once the answer has left). Without one,
-        the request log's row (a tuple queued for the writer thread: about a microsecond) is queued at once, which
-        costs less than a response with a background task."""
+    def score(self, model: ExportedModel, ride: Ride, where: str) -> float:
+        """The served model's minutes for one ride. With a shadow model, the ride joins the shadow's batch (its
+        request log row goes with it); without one, the request log's row (a tuple queued for the writer thread:
+        about a microsecond) is queued at once."""
         trip = ride.trip()
         minutes = _predict(model, trip, where)
-        if answered is not None and self.shadow is not None:
-            answered.append((ride, trip, minutes))
-        elif self.request_log is not None or self.shadow is not None:
-            self.observe_now(model, [(ride, trip, minutes)])
+        if self.shadow is not None:
+            with self.pending_lock:
+                self.pending.append((datetime.now(UTC), model, ride, trip, minutes))
+        elif self.request_log is not None:
+            self.log_rides([(datetime.now(UTC), model, ride, trip, minutes)], None, None)
         return minutes
 
-    async def observe(self, model: ExportedModel, answered: list[Answered]) -> None:
-        """`observe_now` as a response's background task: it runs on the event loop after the response is sent,
-        so a shadow model never delays an answer (a coroutine: a plain function would take a threadpool hop)."""
-        self.observe_now(model, answered)
+    @property
+    def batch_due(self) -> bool:
+        """Whether the shadow's batch is full: the answer being sent is followed by `observe`."""
+        return len(self.pending) >= self.shadow_batch
 
-    def observe_now(self, model: ExportedModel, answered: list[Answered]) -> None:
-        """The shadow scores the answered rides and the agreement is counted; the request log gets one row each."""
+    async def observe(self) -> None:
+        """`observe_pending` as a response's background task: it runs on the event loop after the response is
+        sent (a coroutine: a plain function would take a threadpool hop)."""
+        self.observe_pending()
+
+    async def observe_every(self, seconds: float) -> None:
+        """`observe_pending` every `seconds` until cancelled: rides never wait long for a batch to fill."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.observe_pending()
+
+    def observe_pending(self) -> None:
+        """The shadow scores the waiting rides in one vectorised call and the agreement is counted; the request log
+        gets one row each."""
+        with self.pending_lock:
+            batch, self.pending = self.pending, []
+        if not batch:
+            return
         shadow = self.shadow
-        for ride, trip, minutes in answered:
-            shadow_minutes = None
-            if shadow is not None:
-                shadow_minutes = shadow.predict_minutes(trip)
-                if math.isfinite(shadow_minutes):
-                    difference = abs(minutes - shadow_minutes)
-                    with self.counts:
-                        self.shadow_rides += 1
-                        self.shadow_abs_diff += difference
-                    self.metrics.shadow_rides.inc()
-                    self.metrics.shadow_abs_diff.inc(difference)
-                else:
-                    shadow_minutes = None
-            if self.request_log is not None:
-                self.request_log.append(
-                    (
-                        datetime.now(UTC),
-                        None if ride.ride_id is None else str(ride.ride_id),
-                        trip["pickup_datetime"],
-                        ride.PULocationID,
-                        ride.DOLocationID,
-                        ride.trip_distance,
-                        ride.pickup_latitude,
-                        ride.pickup_longitude,
-                        ride.dropoff_latitude,
-                        ride.dropoff_longitude,
-                        ride.passenger_count,
-                        ride.service,
-                        ride.regime,
-                        minutes,
-                        model.name,
-                        model.version,
-                        shadow.version if shadow is not None else None,
-                        shadow_minutes,
-                    )
+        if shadow is None:  # the shadow went away (it cannot today): the rides are still logged
+            self.log_rides(batch, None, None)
+            return
+        minutes = np.fromiter((answer[4] for answer in batch), dtype=np.float64, count=len(batch))
+        shadow_minutes = shadow.predict_batch(pd.DataFrame.from_records([answer[3] for answer in batch]))
+        finite = np.isfinite(shadow_minutes)
+        differences = np.abs(minutes - shadow_minutes)[finite]
+        rides, total = int(finite.sum()), float(differences.sum())
+        with self.counts:
+            self.shadow_rides += rides
+            self.shadow_abs_diff += total
+        self.metrics.shadow_rides.inc(rides)
+        self.metrics.shadow_abs_diff.inc(total)
+        if self.request_log is not None:
+            answers = [float(m) if ok else None for m, ok in zip(shadow_minutes, finite, strict=True)]
+            self.log_rides(batch, shadow.version, answers)
+
+    def log_rides(
+        self, answered: list[Answered], shadow_version: str | None, shadow: list[float | None] | None
+    ) -> None:
+        """One request log row per answered ride (with the shadow's minutes when there is one)."""
+        log_rows = self.request_log
+        if log_rows is None:
+            return
+        for i, (answered_at, model, ride, trip, minutes) in enumerate(answered):
+            log_rows.append(
+                (
+                    answered_at,
+                    None if ride.ride_id is None else str(ride.ride_id),
+                    trip["pickup_datetime"],
+                    ride.PULocationID,
+                    ride.DOLocationID,
+                    ride.trip_distance,
+                    ride.pickup_latitude,
+                    ride.pickup_longitude,
+                    ride.dropoff_latitude,
+                    ride.dropoff_longitude,
+                    ride.passenger_count,
+                    ride.service,
+                    ride.regime,
+                    minutes,
+                    model.name,
+                    model.version,
+                    shadow_version,
+                    None if shadow is None else shadow[i],
                 )
+            )
 
     def counted(self, model: ExportedModel, rides: int) -> None:
         """`rides` rides were answered by `model`."""

@@ -22,7 +22,7 @@ from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.ml.tuning import CrossValidator, CrossValidatorModel, TrainValidationSplit
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from taxi_duration.errors import NoDataError
@@ -40,6 +40,7 @@ from taxi_duration.registry.promotion import (
     register_and_promote,
 )
 from taxi_duration.registry.spark_model import is_connect, load_spark_model, log_spark_model
+from taxi_duration.sampling import chosen_by_trip_id, fraction_for
 from taxi_duration.serve.export import log_exported_model
 from taxi_duration.train.check import check_loadable
 from taxi_duration.train.evaluate import (
@@ -120,20 +121,6 @@ def mask_distance(trips: DataFrame, fraction: float, seed: int) -> DataFrame:
     return trips.withColumn(
         "trip_distance", F.when(hidden, F.lit(None).cast("double")).otherwise(F.col("trip_distance"))
     )
-
-
-def chosen_by_trip_id(fraction: float, salt: int) -> Column:
-    """True for about `fraction` of the trips, chosen by a hash of trip_id: the same trips on every run, whatever
-    the partitioning or the order rows reach it (DataFrame.sample is not reproducible after a shuffle)."""
-    return F.pmod(F.xxhash64(F.col("trip_id"), F.lit(salt)), F.lit(1_000_000)) < F.lit(int(fraction * 1e6))
-
-
-def fit_fraction(rows: int, max_trips: int | None) -> float:
-    """The share of `rows` trips a step uses when it takes at most `max_trips` of them (all if None):
-    `train.max_fit_trips` for the estimator, `train.max_eval_trips` for the validation metrics."""
-    if max_trips is None or rows <= max_trips:
-        return 1.0
-    return max_trips / rows
 
 
 def training_features(
@@ -302,10 +289,10 @@ def run_train(
                 train_params.seed,
                 {"first_pickup": stats["first_pickup"], "before": cutoff_text, "trips": stats["train_rows"]},
             )
-        fraction = fit_fraction(stats["train_rows"], train_params.max_fit_trips)
+        fraction = fraction_for(stats["train_rows"], train_params.max_fit_trips)
         with _timed(timings, "fit"):
             model, tuning = fit_model(train, kind, params, tune, travel_times, fraction, with_table)
-        eval_fraction = fit_fraction(stats["validation_rows"], train_params.max_eval_trips)
+        eval_fraction = fraction_for(stats["validation_rows"], train_params.max_eval_trips)
         evaluated = (
             valid if eval_fraction >= 1.0 else valid.filter(chosen_by_trip_id(eval_fraction, train_params.seed + 3))
         )
