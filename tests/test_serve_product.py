@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -180,29 +180,27 @@ def test_shadow_scores_every_ride_and_reports_agreement(champion: ExportedModel,
     assert min(differences) > 0  # the two models really disagree
     assert model["shadow"]["model_version"] == "9"
     assert model["shadow"]["rides"] == 6
-    # the shadow scores its batch vectorised: the same minutes as one by one, to the last bits
-    assert model["shadow"]["mean_abs_diff_minutes"] == pytest.approx(sum(differences) / 6, rel=1e-9)
+    assert model["shadow"]["mean_abs_diff_minutes"] == pytest.approx(sum(differences) / 6, rel=1e-12)
     assert "taxi_duration_shadow_rides_total 6.0" in metrics
     (line,) = [x for x in metrics.splitlines() if x.startswith("taxi_duration_shadow_mean_abs_diff_minutes ")]
-    assert float(line.split()[-1]) == pytest.approx(sum(differences) / 6, rel=1e-9)
+    assert float(line.split()[-1]) == pytest.approx(sum(differences) / 6, rel=1e-12)
 
 
-def test_the_shadow_scores_its_batch_after_the_answer_that_fills_it(
+def test_the_shadow_scores_each_ride_after_its_answer_is_written(
     champion: ExportedModel, served_models: dict[str, Path]
 ) -> None:
-    """The app called as an ASGI server calls it: a ride only joins the shadow's batch; the answer that fills the
-    batch goes out before the shadow scores the batch (one vectorised call), so a shadow never delays an answer;
-    reading the agreement scores what waits."""
+    """The app called as an ASGI server calls it: the answer's last body message goes out before the shadow model
+    scores the ride (a callback on the event loop, after the request's task), so a shadow never delays an answer."""
     shadow = ExportedModel.load(served_models["9"])
     events: list[str] = []
-    scored = shadow.predict_batch
+    scored = shadow.predict_minutes
 
-    def predict_batch(frame: pd.DataFrame) -> Any:
-        events.append(f"shadow scored {len(frame)}")
-        return scored(frame)
+    def predict_minutes(trip: Mapping[str, Any]) -> float:
+        events.append("shadow scored")
+        return scored(trip)
 
-    shadow.predict_batch = predict_batch  # type: ignore[method-assign]  # the real model, its calls recorded
-    app = create_app(lambda: champion, KEY, shadow_loader=lambda: shadow, shadow_batch=3)
+    shadow.predict_minutes = predict_minutes  # type: ignore[method-assign]  # the real model, its calls recorded
+    app = create_app(lambda: champion, KEY, shadow_loader=lambda: shadow)
     answers: list[dict[str, Any]] = []
 
     async def call(method: str, path: str, body: bytes = b"") -> None:
@@ -238,22 +236,23 @@ def test_the_shadow_scores_its_batch_after_the_answer_that_fills_it(
         answers.append(answer)
 
     async def session() -> None:
-        for zone in (4, 48, 132, 161):
+        for zone in (4, 48):
             await call("POST", "/predict", json.dumps({**RIDE, "PULocationID": zone}).encode())
-        await call("GET", "/model")
+            await asyncio.sleep(0)  # one round of the event loop, as a server's next read would take
+        await call("POST", "/predict", json.dumps({**RIDE, "PULocationID": 132}).encode())
+        await call("GET", "/model")  # before the loop's next round: reading the agreement scores what waits
 
     asyncio.run(session())
     assert events == [
-        *["/predict answered"] * 3,
-        "shadow scored 3",  # after the third answer had gone out
+        *["/predict answered", "shadow scored"] * 2,
         "/predict answered",
-        "shadow scored 1",  # /model reads the agreement as of now
+        "shadow scored",
         "/model answered",
     ]
-    assert [a["status"] for a in answers] == [200] * 5
+    assert [a["status"] for a in answers] == [200] * 4
     assert answers[0]["body"]["duration_minutes"] == champion.predict_minutes(canonical(RIDE | {"PULocationID": 4}))
     assert answers[0]["body"]["model_version"] == "7" and "ride_id" not in answers[0]["body"]  # None fields left out
-    assert answers[-1]["body"]["shadow"]["rides"] == 4
+    assert answers[-1]["body"]["shadow"]["rides"] == 3
 
 
 def test_a_failed_reload_keeps_the_model_and_says_why(champion: ExportedModel, tmp_path: Path) -> None:
@@ -311,12 +310,12 @@ def test_request_log_rows_carry_the_shadow_minutes_and_none_waits_past_shutdown(
     champion: ExportedModel, challenger: ExportedModel, tmp_path: Path
 ) -> None:
     request_log = RequestLog(tmp_path / "log", flush_seconds=0.2)
-    app = create_app(lambda: champion, KEY, shadow_loader=lambda: challenger, request_log=request_log, shadow_batch=4)
+    app = create_app(lambda: champion, KEY, shadow_loader=lambda: challenger, request_log=request_log)
     rides = [{**RIDE, "PULocationID": 1 + 17 * i, "ride_id": f"r{i}"} for i in range(10)]
     with TestClient(app) as client:
         answers = [client.post("/predict", json=ride).json() for ride in rides[:7]]
         batch = client.post("/predict/batch", json={"rides": rides[7:]}).json()
-    # 7 single rides and a batch of 3: two full batches of 4 scored after their answers, the last 2 at shutdown
+    # 7 single rides, each scored by the shadow after its answer, and a batch of 3 scored after its answer
     answers += batch["predictions"]
     files = request_log.files()
     logged = (

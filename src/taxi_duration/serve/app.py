@@ -38,7 +38,7 @@ from taxi_duration.serve.models import DEFAULT_QUALITY, Ride, now_new_york, requ
 from taxi_duration.serve.predictor import ExportedModel
 from taxi_duration.serve.request_log import RequestLog
 from taxi_duration.serve.routes import admin_router, metrics_router, page_router, predict_router, status_router
-from taxi_duration.serve.serving import SHADOW_BATCH, SHADOW_SECONDS, Serving
+from taxi_duration.serve.serving import Serving
 
 __all__ = ["Ride", "create_app", "now_new_york"]  # Ride (package-default bounds) and now_new_york: as before
 
@@ -60,7 +60,6 @@ def create_app(
     body_seconds: float = BODY_SECONDS,
     quality: QualityParams | None = None,
     fast_route: bool = True,
-    shadow_batch: int = SHADOW_BATCH,
 ) -> FastAPI:
     """An app serving what `loader()` returns (called now, and again on POST /admin/reload).
 
@@ -68,8 +67,8 @@ def create_app(
     the registry alias points to) and `poll_seconds` > 0, the app follows the alias: when the probed version
     differs from the one served, it loads the new one in a worker thread and swaps it in between requests.
     `shadow_loader` (and `shadow_probe`) do the same for a shadow model that scores every ride too without
-    answering, `shadow_batch` rides at a time after an answer, or every second. `request_log` receives every
-    predicted ride; it is closed (flushed) when the app shuts down.
+    answering, after the answer. `request_log` receives every predicted ride; it is closed (flushed) when the app
+    shuts down.
     Bodies beyond `max_body_bytes` are refused (413) and must arrive within `body_seconds` (408). A ride must
     keep `quality`'s bounds (the pipeline config's `quality` section; default: the package defaults), which the
     app's OpenAPI schema states. `fast_route` False serves the prediction endpoints with FastAPI's own route class
@@ -83,16 +82,13 @@ def create_app(
         shadow_loader=shadow_loader,
         shadow_probe=shadow_probe,
         request_log=request_log,
-        shadow_batch=shadow_batch,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(serving.follow(poll_seconds))] if serving.follows and poll_seconds > 0 else []
-        if shadow_loader is not None:
-            tasks.append(asyncio.create_task(serving.observe_every(SHADOW_SECONDS)))
+        task = asyncio.create_task(serving.follow(poll_seconds)) if serving.follows and poll_seconds > 0 else None
         yield
-        for task in tasks:
+        if task is not None:
             task.cancel()
         serving.observe_pending()  # the shadow's last rides (and their request log rows)
         if request_log is not None:

@@ -53,9 +53,10 @@ NOT_READY: dict[int | str, dict[str, Any]] = {503: {"model": ErrorBody, "descrip
 
 
 def _then_observe(answer: Answer, serving: Serving) -> Answer | Response:
-    """The answer, as is; when it fills the shadow model's batch, as JSON (None fields left out as the routes
-    declare) with the batch's scoring as a background task, run once the response has been sent."""
-    if not serving.batch_due:
+    """The answer, as is; when rides wait for the shadow model (answered in a worker thread, which cannot schedule
+    on the event loop), as JSON (None fields left out as the routes declare) with their scoring as a background
+    task, run once the response has been sent."""
+    if not serving.pending:
         return answer
     return Response(
         answer.model_dump_json(exclude_none=True),
