@@ -87,10 +87,10 @@ def main() -> None:
     from pyspark.sql import functions as F
 
     from taxi_duration.features.definitions import FEATURE_COLUMNS, with_features
-    from taxi_duration.settings import get_settings
+    from taxi_duration.settings import Settings
     from taxi_duration.spark import get_spark
 
-    spark = get_spark(get_settings(spark_conf={"spark.ui.enabled": "false", "spark.driver.memory": "2g"}))
+    spark = get_spark(Settings(spark_conf={"spark.ui.enabled": "false", "spark.driver.memory": "2g"}))
     trips = synthetic_trips(spark, args.rows).cache()
     trips.count()
     rng = random.Random(7)
