@@ -71,10 +71,6 @@ def schema() -> pa.Schema:
 
 PREFIX = "requests-"
 PART = ".part"
-# Python tuples become Arrow columns holding the GIL: 4,096 rows at once held it for milliseconds, which the event
-# loop's thread waited out (the p99 at concurrency 1 rose 1.9x with the log on); 256 rows at a time, with the GIL
-# offered back between chunks, keep each hold short.
-CONVERT_ROWS = 256
 
 
 class RequestLog:
@@ -173,13 +169,10 @@ class RequestLog:
             self._part = self.folder / f".{PREFIX}{stamp}-{self._sequence:06d}.parquet{PART}"
             self._writer = pq.ParquetWriter(self._part, self.schema, compression="zstd")
             self._opened = time.monotonic()
-        batches = []
-        for start in range(0, len(rows), CONVERT_ROWS):
-            columns = list(zip(*rows[start : start + CONVERT_ROWS], strict=True))
-            arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
-            batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
-            time.sleep(0)  # let the event loop's thread take the GIL between chunks
-        self._writer.write_table(pa.Table.from_batches(batches, schema=self.schema))
+        columns = list(zip(*rows, strict=True))
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        self._writer.write_table(table)
         self.rows_written += len(rows)
         assert self._part is not None
         if self._part.stat().st_size >= self.file_bytes:
