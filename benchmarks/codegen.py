@@ -40,7 +40,8 @@ def main() -> None:
 
     from taxi_duration.columns import PREDICTION
     from taxi_duration.features.definitions import LABEL
-    from taxi_duration.monitor.job import in_window, scored_trips
+    from taxi_duration.monitor.job import scored_trips
+    from taxi_duration.monitor.quality import in_window
     from taxi_duration.params import load_params
     from taxi_duration.spark import CODEGEN_HUGE_METHOD_LIMIT
     from taxi_duration.train.pipeline import build_pipeline

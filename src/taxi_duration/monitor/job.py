@@ -34,7 +34,7 @@ from taxi_duration.monitor.drift import (
     with_bin_counts,
 )
 from taxi_duration.monitor.publish import BOROUGH
-from taxi_duration.monitor.quality import quarantine_shares, source_day_counts, source_periods, timestamp_literal
+from taxi_duration.monitor.quality import in_window, quarantine_shares, source_day_counts, source_periods
 from taxi_duration.monitor.realized import ACTUAL, PREDICTED, error_profile
 from taxi_duration.monitor.result import MonitorRequest, MonitorResult
 from taxi_duration.params import MonitorParams
@@ -48,11 +48,6 @@ WINDOWS = {"day": "day", "week": "week", "month": "month"}
 REUSED = "prediction_reused"
 STORED = "_stored_prediction"
 SAMPLE_SALT = 71  # the monitor's samples: not the trips `train` picks with its own salts
-
-
-def in_window(column: str, window: tuple[datetime, datetime]) -> F.Column:
-    start, end = window
-    return (F.col(column) >= timestamp_literal(start)) & (F.col(column) < timestamp_literal(end))
 
 
 def scored_trips(

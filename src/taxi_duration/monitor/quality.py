@@ -17,7 +17,8 @@ MEDIAN_DAY = "median_day"
 DAY, TRIPS = "day", "trips"
 
 
-def _in_window(column: str, window: tuple[datetime, datetime]) -> F.Column:
+def in_window(column: str, window: tuple[datetime, datetime]) -> F.Column:
+    """`column` in the half-open window [start, end) of wall-clock timestamps."""
     start, end = window
     return (F.col(column) >= timestamp_literal(start)) & (F.col(column) < timestamp_literal(end))
 
@@ -55,8 +56,8 @@ def source_periods(
     day_counts: DataFrame, current: tuple[datetime, datetime], reference: tuple[datetime, datetime]
 ) -> DataFrame:
     """(source, period) for every source whose median pickup's day lies in the current or reference window."""
-    period = F.when(_in_window(MEDIAN_DAY, current), F.lit(CURRENT)).when(
-        _in_window(MEDIAN_DAY, reference), F.lit(REFERENCE)
+    period = F.when(in_window(MEDIAN_DAY, current), F.lit(CURRENT)).when(
+        in_window(MEDIAN_DAY, reference), F.lit(REFERENCE)
     )
     dated = source_median_days(day_counts)
     return dated.select("source", period.alias(PERIOD)).filter(F.col(PERIOD).isNotNull())
