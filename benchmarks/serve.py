@@ -448,6 +448,8 @@ def product(
         "plain": [],
         "shadow": ["--shadow-dir", str(shadow_dir)],
         "request_log": ["--request-log", str(tmp / "request-log")],
+        # a second plain server, the control: how far apart two identical servers measure in the same rounds
+        "plain_again": [],
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     out: dict[str, Any] = {"rounds": rounds, "seconds": seconds}
@@ -459,7 +461,7 @@ def product(
             command = [CLI, "--workspace", str(workspace), "serve", "--port", str(port), "--poll-seconds", "0", *extra]
             stack.enter_context(server(command, base_env(), f"{urls[name]}/ready", tmp / f"serve-{name}.log", 120))
             run_wrk(urls[name], script, 4, 3)  # warm-up
-        log(f"product: {rounds} interleaved rounds of wrk c1 x {seconds} s on plain, shadow, request log")
+        log(f"product: {rounds} interleaved rounds of wrk c1 x {seconds} s on {', '.join(variants)}")
         for _ in range(rounds):
             for name, url in urls.items():
                 runs[name].append(run_wrk(url, script, 1, seconds))
@@ -477,6 +479,7 @@ def product(
     plain = out["plain"]["p99_ms_median"]
     out["shadow_p99_ratio"] = round(out["shadow"]["p99_ms_median"] / plain, 3)
     out["request_log_p99_ratio"] = round(out["request_log"]["p99_ms_median"] / plain, 3)
+    out["plain_again_p99_ratio"] = round(out["plain_again"]["p99_ms_median"] / plain, 3)
     # no request lost: 16 concurrent clients for 30 s, then the server stops (flushing the log) and rows are counted
     folder = tmp / "loss-log"
     port = free_port()
@@ -771,10 +774,11 @@ def markdown_product(results: dict[str, Any]) -> str:
         PRODUCT_START,
         "## Serving as a product: shadow, request log, body limits, fuzzing",
         "",
-        f"Same run as above ({results['date']}). Three `taxi-duration serve` processes on the same champion: plain, "
+        f"Same run as above ({results['date']}). Four `taxi-duration serve` processes on the same champion: plain, "
         "with a shadow model (`--shadow-dir`: the champion's exported folder, so the shadow costs what a challenger "
-        "of the same size costs: a second walk of the trees per ride) and with the request log on "
-        f"(`--request-log`); wrk at concurrency 1 for {p['seconds']} s on each in turn, {p['rounds']} rounds, "
+        "of the same size costs: a second walk of the trees per ride), with the request log on "
+        "(`--request-log`) and plain again (the control); "
+        f"wrk at concurrency 1 for {p['seconds']} s on each in turn, {p['rounds']} rounds, "
         "medians of the rounds' figures.",
         "",
         "| measurement | figure | target | met |",
@@ -785,6 +789,13 @@ def markdown_product(results: dict[str, Any]) -> str:
         f"≤ 1.20x | {verdict(p['shadow_p99_ratio'] <= 1.2)} |",
         f"| p99 with the request log | {logged['p99_ms_median']} ms ({p['request_log_p99_ratio']:.2f}x plain) | "
         f"≤ 1.10x | {verdict(p['request_log_p99_ratio'] <= 1.1)} |",
+    ]
+    if "plain_again" in p:
+        lines.append(
+            f"| control: a second plain server in the same rounds | {p['plain_again']['p99_ms_median']} ms "
+            f"({p['plain_again_p99_ratio']:.2f}x plain) | (the noise between identical servers) | |"
+        )
+    lines += [
         f"| request log, 16 concurrent clients for {loss['elapsed_s']:.0f} s | {loss['answered_200']:,} answered, "
         f"{loss['rows_logged']:,} rows in {loss['files']} files, {loss['leftover_part_files']} part files left | "
         f"no request lost | {verdict(loss['answered_200'] == loss['rows_logged'] and loss['errors'] == 0)} |",
@@ -804,7 +815,9 @@ def markdown_product(results: dict[str, Any]) -> str:
         "| server | round p99s (ms) | round req/s |",
         "|---|---|---|",
     ]
-    for name in ("plain", "shadow", "request_log"):
+    for name in ("plain", "shadow", "request_log", "plain_again"):
+        if name not in p:
+            continue
         runs = p[name]["runs"]
         lines.append(
             f"| {name.replace('_', ' ')} | {', '.join(str(r['p99_ms']) for r in runs)} | "

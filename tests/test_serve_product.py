@@ -11,9 +11,10 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from fastapi.testclient import TestClient
 from conftest import free_port, uvicorn_thread
 from taxi_duration.serve.app import create_app
 from taxi_duration.serve.predictor import ExportedModel
-from taxi_duration.serve.request_log import COLUMNS, RequestLog
+from taxi_duration.serve.request_log import COLUMNS, RequestLog, micros
 
 KEY = "k3y"
 RIDE = {"PULocationID": 161, "DOLocationID": 236, "trip_distance": 2.4, "pickup_datetime": "2024-05-01T08:30:00"}
@@ -332,15 +333,61 @@ def test_request_log_rows_carry_the_shadow_minutes_and_none_waits_past_shutdown(
 
 def test_request_log_is_bounded_on_disk(tmp_path: Path) -> None:
     request_log = RequestLog(tmp_path, file_bytes=8 * 1024, max_bytes=40 * 1024, batch_rows=200, flush_seconds=0.05)
-    row = (None, "x" * 40, datetime(2024, 5, 1), 1, 2, 1.5, None, None, None, None, 1, "yellow", "recorded", 7.5)
+    row = (
+        None,
+        "x" * 40,
+        micros(datetime(2024, 5, 1)),
+        1,
+        2,
+        1.5,
+        None,
+        None,
+        None,
+        None,
+        1,
+        "yellow",
+        "recorded",
+        7.5,
+    )
     for i in range(20_000):
-        request_log.append((datetime(2024, 5, 1), f"{i:08d}", *row[2:], "m", "7", None, None))
+        request_log.append((micros(datetime(2024, 5, 1, tzinfo=UTC)), f"{i:08d}", *row[2:], "m", "7", None, None))
     request_log.close()
     files = request_log.files()
     assert sum(f.stat().st_size for f in files) <= 40 * 1024
     assert request_log.files_deleted > 0 and request_log.rows_written == 20_000
-    newest = pq.read_table(files[-1]).column("ride_id").to_pylist()
-    assert newest[-1] == "00019999"  # the newest rows are the ones kept
+    newest = pq.read_table(files[-1])
+    assert newest.column("ride_id").to_pylist()[-1] == "00019999"  # the newest rows are the ones kept
+    # timestamps travel as microseconds and come back as the same instants and wall-clock times
+    assert newest.column("logged_at").to_pylist()[0] == datetime(2024, 5, 1, tzinfo=UTC)
+    assert newest.column("pickup_datetime").to_pylist()[0] == datetime(2024, 5, 1)
+
+
+KILLED_SERVER = """
+import os, signal, sys, time
+from taxi_duration.serve.request_log import RequestLog
+log = RequestLog(sys.argv[1], flush_seconds=0.1)
+for i in range(500):
+    log.append((0, f"r{i:03d}", 0, 1, 2, 1.5, None, None, None, None, 1, "yellow", "recorded_distance", 7.5, "m", "7",
+                None, None))
+deadline = time.monotonic() + 60
+while log.rows_written < 500 and time.monotonic() < deadline:
+    time.sleep(0.05)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_server_leaves_the_rows_it_sent_in_a_complete_file(tmp_path: Path) -> None:
+    """The writer process outlives a server killed with SIGKILL just long enough to close its file under the final
+    name: every row sent is readable, no part file is left."""
+    folder = tmp_path / "log"
+    done = subprocess.run([sys.executable, "-c", KILLED_SERVER, str(folder)], timeout=120, check=False)
+    assert done.returncode == -9
+    deadline = time.monotonic() + 30
+    while not list(folder.glob("requests-*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    files = list(folder.glob("requests-*.parquet"))
+    assert len(files) == 1 and not list(folder.glob(".*"))
+    assert pq.read_table(files[0]).column("ride_id").to_pylist() == [f"r{i:03d}" for i in range(500)]
 
 
 def test_nothing_is_logged_when_the_log_is_off(champion: ExportedModel, tmp_path: Path) -> None:

@@ -112,9 +112,10 @@ def serve(
     def once(initial: list[Any], load: Any) -> Any:
         return lambda: initial.pop() if initial else load()  # the model loaded above, then the loader
 
-    log = RequestLog(request_log, max_bytes=request_log_mb * 1024 * 1024) if request_log is not None else None
-    if log is not None:
-        log.file_bytes = min(log.file_bytes, log.max_bytes // 4)
+    log = None
+    if request_log is not None:
+        bound = request_log_mb * 1024 * 1024
+        log = RequestLog(request_log, file_bytes=min(64 * 1024 * 1024, bound // 4), max_bytes=bound)
     app_ = create_app(
         once(first, loader),
         admin_key if admin_key is not None else _secret(settings.admin_key),

@@ -1,22 +1,28 @@
 """The API's request log: rides and their predictions as append-only Parquet, written off the request path.
 
-A request only appends one tuple to a bounded in-memory deque; a writer thread wakes every `flush_seconds` (or as
-soon as `batch_rows` rows wait) and appends what waits to the open file, `batch_rows` rows per row group. The request
-path wakes the writer for a full batch only, not for each ride: a wake-up per ride is a thread switch (and a turn of
-the GIL) per request. Files are written under a hidden name (`.requests-*.parquet.part`: Spark, pyarrow and DuckDB
-skip it) and renamed to `requests-*.parquet` when they reach `file_bytes` or `file_seconds`, or the server stops;
-so a reader only ever sees whole files. When the complete files hold more than `max_bytes`, the oldest are deleted.
-Nothing is kept when the log is off (no queue, no thread).
+A request only appends one tuple (timestamps as microseconds since the epoch: `micros`) to a bounded in-memory list.
+A thread of the server wakes every `flush_seconds` (or as soon as `batch_rows` rows wait), takes the list and sends
+it, `marshal`-encoded (one C call), to the log's own writer process (request_log_files.py), which turns rows into
+Parquet, rotates files by size and age and keeps the folder under `max_bytes`. The server never converts rows to
+Arrow: that holds the GIL for milliseconds, which a thread of the server would take from the event loop. The request
+path wakes the sender for a full batch only, not for each ride: a wake-up per ride is a thread switch per request.
+Nothing is kept when the log is off (no list, no thread, no process).
+
+The writer process ends when its input does: when the server closes the log, and also when the server is killed
+(the open file is then closed under its final name, with every row the server had sent).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import marshal
+import struct
+import subprocess
+import sys
 import threading
-import time
-from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +30,6 @@ from taxi_duration.serve.parquet import require_pyarrow
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,7 @@ log = logging.getLogger(__name__)
 # One row per predicted ride, (name, type). Column names are the canonical trip's where they mean the same thing, so
 # a Spark or DuckDB reader can score or monitor the logged rides as trips.
 FIELDS: tuple[tuple[str, str], ...] = (
-    ("logged_at", "timestamp_utc"),
+    ("logged_at", "timestamp_utc"),  # microseconds since the epoch in rows (`micros`), like pickup_datetime
     ("ride_id", "string"),
     ("pickup_datetime", "timestamp"),  # New York wall-clock, as in the trips table
     ("pickup_location_id", "int32"),
@@ -71,10 +76,23 @@ def schema() -> pa.Schema:
 
 PREFIX = "requests-"
 PART = ".part"
+FRAME = struct.Struct("<Q")  # the length of each marshal-encoded list of rows sent to the writer process
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch: of an instant (aware) or of a wall-clock time (naive), exactly."""
+    return (moment - (_EPOCH if moment.tzinfo is None else _EPOCH_UTC)) // _MICROSECOND
 
 
 class RequestLog:
-    """Append rows (tuples in `COLUMNS` order) from any thread; a writer thread batches them into Parquet."""
+    """Append rows (tuples in `COLUMNS` order) from any thread; the log's writer process writes them to Parquet.
+
+    `rows_written`, `files_deleted` and `error` are the writer process's counts as of its last report (one per
+    `flush_seconds`; final after `close`). `rows_dropped` counts rows lost: a full list (`queue_rows` waiting: the
+    writer has fallen behind), a writer process that ended, or a write that failed (a full disk)."""
 
     def __init__(
         self,
@@ -89,110 +107,120 @@ class RequestLog:
         if file_bytes < 1 or max_bytes < file_bytes:
             raise ValueError("the request log needs 0 < file_bytes <= max_bytes")
         require_pyarrow(f"request log {folder}")
-        self.schema = schema()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.file_bytes = file_bytes
-        self.max_bytes = max_bytes
-        self.file_seconds = file_seconds
         self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
-        self.rows_written = 0
         self.queue_rows = queue_rows
-        self.rows_dropped = 0  # only if the writer falls `queue_rows` behind (counted in /metrics)
+        self.rows_written = 0
         self.files_deleted = 0
         self.error: str | None = None
-        self._rows: deque[tuple[Any, ...]] = deque()  # append and popleft are thread-safe
+        self._dropped_here = 0  # not sent: the list was full, or the writer process had ended
+        self._dropped_there = 0  # sent, not written (the writer process's count)
+        self._rows: list[bytes] = []
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
-        self._writer: pq.ParquetWriter | None = None
-        self._part: Path | None = None
-        self._opened = 0.0
-        self._sequence = 0
-        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
-        self._thread.start()
+        config = {
+            "folder": str(self.folder),
+            "file_bytes": file_bytes,
+            "max_bytes": max_bytes,
+            "file_seconds": file_seconds,
+            "batch_rows": batch_rows,
+        }
+        # its own session: a Ctrl-C or a signal to the server's process group does not cut a file short; the
+        # process ends when its input does (the server closed the log, or died)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "taxi_duration.serve.request_log_files", json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._sender = threading.Thread(target=self._send_loop, name="request-log", daemon=True)
+        self._reader = threading.Thread(target=self._read_counts, name="request-log-counts", daemon=True)
+        self._sender.start()
+        self._reader.start()
+
+    @property
+    def rows_dropped(self) -> int:
+        return self._dropped_here + self._dropped_there
 
     # ------------------------------------------------------------------------------------------ request path
 
     def append(self, row: tuple[Any, ...]) -> None:
-        """Queue one row; never blocks (a full queue drops the row and counts it)."""
-        rows = self._rows
-        if len(rows) >= self.queue_rows:
-            self.rows_dropped += 1
+        """Queue one row; never blocks (a full list drops the row and counts it)."""
+        if len(self._rows) >= self.queue_rows:
+            self._dropped_here += 1
             return
-        rows.append(row)
-        if len(rows) == self.batch_rows:  # a full batch waits: no need to sleep out the rest of flush_seconds
+        try:
+            encoded = marshal.dumps(row)  # bytes: a tuple kept until sent would be work for every garbage collection
+        except ValueError as exc:  # a value marshal cannot carry (a datetime, not `micros`): a bug, not the rider's
+            self._dropped_here += 1
+            self.error = f"a row could not be encoded: {exc}"
+            return
+        with self._lock:
+            self._rows.append(encoded)
+            waiting = len(self._rows)
+        if waiting == self.batch_rows:  # a full batch waits: no need to sleep out the rest of flush_seconds
             self._wake.set()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued, close the open file (renamed to its final name) and stop the thread."""
+        """Send what waits, let the writer process close its file (renamed to its final name) and end."""
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout)
-
-    # ------------------------------------------------------------------------------------------ writer thread
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            stopping = self._stopping  # read before draining: rows queued before close() are all written
-            while self._rows:
-                rows = [self._rows.popleft() for _ in range(min(len(self._rows), self.batch_rows))]
-                self._guarded(rows)
-            if stopping or (self._writer is not None and time.monotonic() - self._opened >= self.file_seconds):
-                self._guarded([], rotate=True)
-
-    def _guarded(self, rows: list[tuple[Any, ...]], rotate: bool = False) -> None:
-        """Write `rows` (or rotate); a failure is logged and counted, never raised: a full disk must not stop the
-        API (the log says why, /metrics counts the rows lost)."""
+        self._sender.join(timeout)
         try:
-            if rows:
-                self._write(rows)
-            if rotate:
-                self._rotate()
-        except Exception as exc:
-            self.error = f"{exc.__class__.__name__}: {exc}"
-            self.rows_dropped += len(rows)
-            log.exception("request log: writing %d rows failed", len(rows))
-            with contextlib.suppress(Exception):
-                self._rotate()
-
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if self._writer is None:
-            self._sequence += 1
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            self._part = self.folder / f".{PREFIX}{stamp}-{self._sequence:06d}.parquet{PART}"
-            self._writer = pq.ParquetWriter(self._part, self.schema, compression="zstd")
-            self._opened = time.monotonic()
-        columns = list(zip(*rows, strict=True))
-        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
-        self._writer.write_table(table)
-        self.rows_written += len(rows)
-        assert self._part is not None
-        if self._part.stat().st_size >= self.file_bytes:
-            self._rotate()
-
-    def _rotate(self) -> None:
-        """Close the open file under its final name, then delete the oldest files beyond `max_bytes`."""
-        if self._writer is None or self._part is None:
-            return
-        self._writer.close()
-        self._part.rename(self._part.with_name(self._part.name.removeprefix(".").removesuffix(PART)))
-        self._writer, self._part = None, None
-        files = sorted(self.folder.glob(f"{PREFIX}*.parquet"))
-        total = sum(f.stat().st_size for f in files)
-        while files and total > self.max_bytes:
-            oldest = files.pop(0)
-            total -= oldest.stat().st_size
-            oldest.unlink()
-            self.files_deleted += 1
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self.error = f"the request log's writer process did not end within {timeout:g} s; killed"
+            log.error("request log: %s", self.error)
+        self._reader.join(timeout)
 
     def files(self) -> list[Path]:
         """The complete files, oldest first."""
         return sorted(self.folder.glob(f"{PREFIX}*.parquet"))
+
+    # ------------------------------------------------------------------------------------------ sender thread
+
+    def _send_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            stopping = self._stopping  # read before taking the list: rows queued before close() are all sent
+            with self._lock:
+                rows, self._rows = self._rows, []
+            self._send(rows)  # an empty list too: the writer closes files by age on it
+        stdin = self._process.stdin
+        if stdin is not None:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def _send(self, rows: list[bytes]) -> None:
+        stdin = self._process.stdin
+        try:
+            payload = marshal.dumps(rows)  # a list of encoded rows: one memcpy each
+            assert stdin is not None
+            stdin.write(FRAME.pack(len(payload)))
+            stdin.write(payload)  # the GIL is released while the pipe is full
+            stdin.flush()
+        except (OSError, ValueError) as exc:
+            self._dropped_here += len(rows)
+            if self.error is None or rows:
+                ended = self._process.poll()
+                why = f"its writer process ended ({ended})" if ended is not None else f"{exc.__class__.__name__}: {exc}"
+                if self.error != why:
+                    log.error("request log: %d rows not sent: %s", len(rows), why)
+                self.error = why
+
+    def _read_counts(self) -> None:
+        stdout = self._process.stdout
+        assert stdout is not None
+        for line in stdout:
+            counts = json.loads(line)
+            self.rows_written = int(counts["rows_written"])
+            self.files_deleted = int(counts["files_deleted"])
+            self._dropped_there = int(counts["rows_dropped"])
+            if counts["error"] is not None and counts["error"] != self.error:
+                self.error = str(counts["error"])

@@ -28,7 +28,7 @@ from taxi_duration.serve.errors import ApiError
 from taxi_duration.serve.metrics import Metrics
 from taxi_duration.serve.models import Ride, ShadowInfo
 from taxi_duration.serve.predictor import ExportedModel
-from taxi_duration.serve.request_log import RequestLog
+from taxi_duration.serve.request_log import RequestLog, micros
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +189,9 @@ class Serving:
         for i, (answered_at, model, ride, trip, minutes) in enumerate(answered):
             log_rows.append(
                 (
-                    answered_at,
+                    micros(answered_at),
                     None if ride.ride_id is None else str(ride.ride_id),
-                    trip["pickup_datetime"],
+                    micros(trip["pickup_datetime"]),
                     ride.PULocationID,
                     ride.DOLocationID,
                     ride.trip_distance,
