@@ -122,7 +122,7 @@ class Serving:
     def score(self, model: ExportedModel, ride: Ride, where: str) -> float:
         """The served model's minutes for one ride. With a shadow model, the ride waits for it (its request log row
         goes with it) and, on the event loop, a callback is scheduled to score it once the answer is out; without
-        one, the request log's row (a tuple queued for the writer thread: about a microsecond) is queued at once."""
+        one, the request log's row (encoded for the log's writer process: about a microsecond) is queued at once."""
         trip = ride.trip()
         minutes = _predict(model, trip, where)
         if self.shadow is not None:
