@@ -140,3 +140,20 @@ def test_a_crafted_header_reaches_the_terminal_escaped_and_json_gets_an_error_ob
         "known formats: yellow, green, hvfhv, fhv, kaggle_train, kaggle_test",
         "code": 2,
     }
+
+
+def test_a_new_session_removes_the_empty_checkpoint_folders_of_earlier_ones(tmp_path: Path) -> None:
+    """Each session's checkpoint directory is a new UUID folder under the workspace's; the next session removes the
+    empty ones and keeps any with files (a learner's checkpoint not yet cleaned)."""
+    from taxi_duration.spark import remove_empty_folders
+
+    root = tmp_path / "tmp" / "spark-checkpoints"
+    for name in ("0b1e-empty", "7c2d-empty"):
+        (root / name).mkdir(parents=True)
+    (root / "9f3a-used" / "rdd-12").mkdir(parents=True)
+    (root / "9f3a-used" / "rdd-12" / "part-00000").write_bytes(b"x")
+    (root / "a-file").write_bytes(b"y")
+    assert remove_empty_folders(root) == 2
+    assert sorted(p.name for p in root.iterdir()) == ["9f3a-used", "a-file"]
+    assert (root / "9f3a-used" / "rdd-12" / "part-00000").read_bytes() == b"x"
+    assert remove_empty_folders(tmp_path / "absent") == 0

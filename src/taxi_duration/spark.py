@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
@@ -144,7 +145,27 @@ def _checkpoint_dir(spark: SparkSession, settings: Settings) -> None:
     except Exception:  # a Spark Connect session (Databricks shared or serverless too): the server decides
         return
     if context.getCheckpointDir() is None:
-        context.setCheckpointDir(str((settings.workspace / "tmp" / "spark-checkpoints").resolve()))
+        root = (settings.workspace / "tmp" / "spark-checkpoints").resolve()
+        remove_empty_folders(root)
+        context.setCheckpointDir(str(root))
+
+
+def remove_empty_folders(root: Path) -> int:
+    """Remove the empty folders directly under `root`; how many. Each session's checkpoint directory is a new
+    folder under the workspace's (Spark names it by a UUID), empty unless a learner checkpointed and Spark has not
+    cleaned it yet: without this, every command would leave one behind. A folder with files is kept, and one
+    removed under a running session does no harm (Spark creates the path again before it writes a checkpoint)."""
+    removed = 0
+    if not root.is_dir():
+        return removed
+    for folder in root.iterdir():
+        try:
+            if folder.is_dir():
+                folder.rmdir()  # only an empty folder: OSError otherwise
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def redact(url: str) -> str:
