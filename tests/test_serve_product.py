@@ -64,7 +64,11 @@ def client(champion: ExportedModel) -> TestClient:
 def live(champion: ExportedModel, tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """The app under a real uvicorn on 127.0.0.1 (in a thread), with a request log and a short body deadline (3 s:
     long enough for 16 clients on a loaded 2-core machine, short enough to test a stall)."""
-    request_log = RequestLog(tmp_path / "log", file_bytes=8 * 1024, max_bytes=10 * 1024 * 1024, flush_seconds=0.2)
+    # rows are written 50 at a time (a row group each) and files close at 8 KB: several files however fast the rides
+    # come (a fast machine sends all 800 within one flush)
+    request_log = RequestLog(
+        tmp_path / "log", file_bytes=8 * 1024, max_bytes=10 * 1024 * 1024, batch_rows=50, flush_seconds=0.2
+    )
     app = create_app(lambda: champion, KEY, request_log=request_log, max_body_bytes=64 * 1024, body_seconds=3)
     with uvicorn_thread(app, log_level="warning") as url:
         yield url, request_log
