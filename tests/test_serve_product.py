@@ -394,6 +394,21 @@ def test_a_killed_server_leaves_the_rows_it_sent_in_a_complete_file(tmp_path: Pa
     assert pq.read_table(files[0]).column("ride_id").to_pylist() == [f"r{i:03d}" for i in range(500)]
 
 
+def test_a_dead_writer_process_loses_rows_counted_and_named_never_an_exception(tmp_path: Path) -> None:
+    request_log = RequestLog(tmp_path / "log", flush_seconds=0.05)
+    row = (0, "r", 0, 1, 2, 1.5, None, None, None, None, 1, "yellow", "recorded_distance", 7.5, "m", "7", None, None)
+    for _ in range(10):
+        request_log.append(row)
+    time.sleep(0.3)
+    os.kill(request_log._process.pid, 9)
+    for _ in range(10):
+        request_log.append(row)  # the request path never raises
+    request_log.close()
+    assert request_log.rows_written + request_log.rows_dropped == 20
+    assert request_log.rows_dropped >= 10
+    assert request_log.error is not None and "writer process ended (-9)" in request_log.error
+
+
 def test_nothing_is_logged_when_the_log_is_off(champion: ExportedModel, tmp_path: Path) -> None:
     before = set(threading.enumerate())
     with TestClient(create_app(lambda: champion, KEY)) as client:

@@ -1,9 +1,11 @@
 """The API's request log: rides and their predictions as append-only Parquet, written off the request path.
 
-A request only appends one tuple (timestamps as microseconds since the epoch: `micros`) to a bounded in-memory list.
-A thread of the server wakes every `flush_seconds` (or as soon as `batch_rows` rows wait), takes the list and sends
-it, `marshal`-encoded (one C call), to the log's own writer process (request_log_files.py), which turns rows into
-Parquet, rotates files by size and age and keeps the folder under `max_bytes`. The server never converts rows to
+A request only encodes its row (a tuple, timestamps as microseconds since the epoch: `micros`) with `marshal` and
+appends the bytes to a bounded in-memory list: bytes, because tuples kept until sent are objects every garbage
+collection walks, which cost the p99 more than anything else here (docs/benchmarks.md). A thread of the server
+wakes every `flush_seconds` (or as soon as `batch_rows` rows wait), takes the list and sends it, `marshal`-encoded
+(one C call), to the log's own writer process (request_log_files.py), which turns rows into Parquet, rotates files
+by size and age and keeps the folder under `max_bytes`. The server never converts rows to
 Arrow: that holds the GIL for milliseconds, which a thread of the server would take from the event loop. The request
 path wakes the sender for a full batch only, not for each ride: a wake-up per ride is a thread switch per request.
 Nothing is kept when the log is off (no list, no thread, no process).
@@ -117,6 +119,8 @@ class RequestLog:
         self.error: str | None = None
         self._dropped_here = 0  # not sent: the list was full, or the writer process had ended
         self._dropped_there = 0  # sent, not written (the writer process's count)
+        self._sent = 0
+        self._unwritten = 0  # sent, but the writer process ended before it wrote or counted them (killed)
         self._rows: list[bytes] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -143,7 +147,7 @@ class RequestLog:
 
     @property
     def rows_dropped(self) -> int:
-        return self._dropped_here + self._dropped_there
+        return self._dropped_here + self._dropped_there + self._unwritten
 
     # ------------------------------------------------------------------------------------------ request path
 
@@ -205,14 +209,18 @@ class RequestLog:
             stdin.write(FRAME.pack(len(payload)))
             stdin.write(payload)  # the GIL is released while the pipe is full
             stdin.flush()
-        except (OSError, ValueError) as exc:
+            self._sent += len(rows)
+        except (OSError, ValueError) as exc:  # the writer process has ended (a broken pipe) or the pipe is closed
             self._dropped_here += len(rows)
-            if self.error is None or rows:
-                ended = self._process.poll()
-                why = f"its writer process ended ({ended})" if ended is not None else f"{exc.__class__.__name__}: {exc}"
-                if self.error != why:
-                    log.error("request log: %d rows not sent: %s", len(rows), why)
-                self.error = why
+            ended = self._process.poll()
+            self._failed(
+                f"its writer process ended ({ended})" if ended is not None else f"{exc.__class__.__name__}: {exc}"
+            )
+
+    def _failed(self, why: str) -> None:
+        if self.error != why:  # said once, counted always
+            log.error("request log: rows are not written: %s", why)
+            self.error = why
 
     def _read_counts(self) -> None:
         stdout = self._process.stdout
@@ -224,3 +232,8 @@ class RequestLog:
             self._dropped_there = int(counts["rows_dropped"])
             if counts["error"] is not None and counts["error"] != self.error:
                 self.error = str(counts["error"])
+        # the writer process has ended: what it was sent and neither wrote nor counted is lost (0 when it ended well)
+        ended = self._process.wait()
+        self._unwritten = max(0, self._sent - self.rows_written - self._dropped_there)
+        if ended != 0:
+            self._failed(f"its writer process ended ({ended})")
