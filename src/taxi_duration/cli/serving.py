@@ -94,7 +94,7 @@ def serve(
     from taxi_duration.serve.app import create_app
     from taxi_duration.serve.parquet import require_pyarrow
     from taxi_duration.serve.predictor import ExportedModel
-    from taxi_duration.serve.request_log import RequestLog
+    from taxi_duration.serve.request_log import FILE_BYTES, RequestLog
 
     settings: Settings = ctx.obj.settings
     if request_log is not None:  # before loading anything: the serving install has no pyarrow
@@ -115,7 +115,7 @@ def serve(
     log = None
     if request_log is not None:
         bound = request_log_mb * 1024 * 1024
-        log = RequestLog(request_log, file_bytes=min(64 * 1024 * 1024, bound // 4), max_bytes=bound)
+        log = RequestLog(request_log, file_bytes=min(FILE_BYTES, bound // 4), max_bytes=bound)
     app_ = create_app(
         once(first, loader),
         admin_key if admin_key is not None else _secret(settings.admin_key),

@@ -77,6 +77,7 @@ def schema() -> pa.Schema:
 
 
 PREFIX = "requests-"
+FILE_BYTES = 64 * 1024 * 1024  # a file is closed (renamed into view) at this size, or smaller for a small bound
 PART = ".part"
 FRAME = struct.Struct("<Q")  # the length of each marshal-encoded list of rows sent to the writer process
 _EPOCH = datetime(1970, 1, 1)
@@ -99,7 +100,7 @@ class RequestLog:
     def __init__(
         self,
         folder: Path,
-        file_bytes: int = 64 * 1024 * 1024,
+        file_bytes: int = FILE_BYTES,
         max_bytes: int = 1024 * 1024 * 1024,
         file_seconds: float = 60.0,
         batch_rows: int = 4096,

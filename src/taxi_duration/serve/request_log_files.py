@@ -26,6 +26,7 @@ import marshal
 import os
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -115,7 +116,7 @@ class LogFiles:
             self.files_deleted += 1
 
 
-def frames(stream: IO[bytes]) -> Any:
+def frames(stream: IO[bytes]) -> Iterator[list[tuple[Any, ...]]]:
     """The row lists sent on `stream`, until it ends."""
     while True:
         header = stream.read(FRAME.size)
