@@ -409,6 +409,24 @@ def test_a_dead_writer_process_loses_rows_counted_and_named_never_an_exception(t
     assert request_log.error is not None and "writer process ended (-9)" in request_log.error
 
 
+def test_a_row_of_the_wrong_types_is_dropped_counted_and_named_and_the_others_are_written(tmp_path: Path) -> None:
+    request_log = RequestLog(tmp_path / "log", flush_seconds=0.05)
+    good = (0, "r", 0, 1, 2, 1.5, None, None, None, None, 1, "yellow", "recorded_distance", 7.5, "m", "7", None, None)
+    request_log.append((datetime(2024, 5, 1, tzinfo=UTC), *good[1:]))  # a datetime where microseconds go
+    request_log.append((*good[:11], 7, *good[12:]))  # a number where a string goes
+    request_log.append(good[:-1])  # a value short
+    request_log.append(good)
+    request_log.close()
+    assert (request_log.rows_written, request_log.rows_dropped) == (1, 3)
+    assert request_log.error is not None and "could not be encoded" in request_log.error
+    (written,) = pq.read_table(request_log.files()[0]).to_pylist()
+    assert written == {
+        **dict(zip(COLUMNS, good, strict=True)),
+        "logged_at": datetime(1970, 1, 1, tzinfo=UTC),
+        "pickup_datetime": datetime(1970, 1, 1),
+    }
+
+
 def test_nothing_is_logged_when_the_log_is_off(champion: ExportedModel, tmp_path: Path) -> None:
     before = set(threading.enumerate())
     with TestClient(create_app(lambda: champion, KEY)) as client:

@@ -1,14 +1,19 @@
 """The API's request log: rides and their predictions as append-only Parquet, written off the request path.
 
-A request only encodes its row (a tuple, timestamps as microseconds since the epoch: `micros`) with `marshal` and
-appends the bytes to a bounded in-memory list: bytes, because tuples kept until sent are objects every garbage
-collection walks, which cost the p99 more than anything else here (docs/benchmarks.md). A thread of the server
-wakes every `flush_seconds` (or as soon as `batch_rows` rows wait), takes the list and sends it, `marshal`-encoded
-(one C call), to the log's own writer process (request_log_files.py), which turns rows into Parquet, rotates files
-by size and age and keeps the folder under `max_bytes`. The server never converts rows to
-Arrow: that holds the GIL for milliseconds, which a thread of the server would take from the event loop. The request
-path wakes the sender for a full batch only, not for each ride: a wake-up per ride is a thread switch per request.
-Nothing is kept when the log is off (no list, no thread, no process).
+A request only appends its row to two growing buffers, column by column in effect: its numbers (timestamps as
+microseconds since the epoch: `micros`; None as NaN) to one `array('d')`, its strings to one list. No object is kept
+per row: tuples kept until sent are objects every garbage collection walks, which cost the p99 more than anything
+else here (docs/benchmarks.md). A thread of the server wakes every `flush_seconds` (or as soon as `batch_rows` rows
+wait), takes the buffers and sends them, `marshal`-encoded (the numbers as one bytes object: a memcpy), to the log's
+own writer process (request_log_files.py), which turns them into Arrow columns with NumPy, no Python object per
+value, writes Parquet, rotates files by size and age and keeps the folder under `max_bytes`. The server never
+converts rows to Arrow: that holds the GIL for milliseconds, which a thread of the server would take from the event
+loop. The request path wakes the sender for a full batch only, not for each ride: a wake-up per ride is a thread
+switch per request. Nothing is kept when the log is off (no buffer, no thread, no process).
+
+The writer process's CPU is the log's remaining cost to the p99 on a machine whose cores are all busy (two cores
+under a load generator): the column encoding cut it from about 8 ms to about 2.5 ms per 4,096 rows (decode and
+write together; docs/benchmarks.md).
 
 The writer process ends when its input does: when the server closes the log, and also when the server is killed
 (the open file is then closed under its final name, with every row the server had sent).
@@ -20,11 +25,14 @@ import contextlib
 import json
 import logging
 import marshal
+import math
 import struct
 import subprocess
 import sys
 import threading
+from array import array
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +67,12 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("shadow_duration_minutes", "float64"),
 )
 COLUMNS = tuple(name for name, _ in FIELDS)
+# Where each column travels: numbers (timestamps, int32 and float64: all exact as float64, microseconds up to the
+# year 2255) in one array of doubles, strings in one list; row after row in both.
+NUMBERS = tuple(i for i, (_, kind) in enumerate(FIELDS) if kind != "string")
+STRINGS = tuple(i for i, (_, kind) in enumerate(FIELDS) if kind == "string")
+_numbers_of, _strings_of = itemgetter(*NUMBERS), itemgetter(*STRINGS)
+_STRING_TYPES = frozenset({str, type(None)})
 
 
 def schema() -> pa.Schema:
@@ -79,7 +93,8 @@ def schema() -> pa.Schema:
 PREFIX = "requests-"
 FILE_BYTES = 64 * 1024 * 1024  # a file is closed (renamed into view) at this size, or smaller for a small bound
 PART = ".part"
-FRAME = struct.Struct("<Q")  # the length of each marshal-encoded list of rows sent to the writer process
+FRAME = struct.Struct("<Q")  # the length of each marshal-encoded batch sent to the writer process
+_NAN = math.nan  # a missing number; the API refuses NaN (allow_inf_nan=False) and logs a non-finite shadow as None
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -94,7 +109,7 @@ class RequestLog:
     """Append rows (tuples in `COLUMNS` order) from any thread; the log's writer process writes them to Parquet.
 
     `rows_written`, `files_deleted` and `error` are the writer process's counts as of its last report (one per
-    `flush_seconds`; final after `close`). `rows_dropped` counts rows lost: a full list (`queue_rows` waiting: the
+    `flush_seconds`; final after `close`). `rows_dropped` counts rows lost: full buffers (`queue_rows` waiting: the
     writer has fallen behind), a writer process that ended, or a write that failed (a full disk)."""
 
     def __init__(
@@ -122,7 +137,9 @@ class RequestLog:
         self._dropped_there = 0  # sent, not written (the writer process's count)
         self._sent = 0
         self._unwritten = 0  # sent, but the writer process ended before it wrote or counted them (killed)
-        self._rows: list[bytes] = []
+        self._numbers = array("d")  # len(NUMBERS) values a row
+        self._strings: list[str | None] = []  # len(STRINGS) values a row
+        self._waiting = 0  # rows in the buffers
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -153,19 +170,25 @@ class RequestLog:
     # ------------------------------------------------------------------------------------------ request path
 
     def append(self, row: tuple[Any, ...]) -> None:
-        """Queue one row; never blocks (a full list drops the row and counts it)."""
-        if len(self._rows) >= self.queue_rows:
+        """Queue one row; never blocks, never raises (a full buffer or a row of the wrong types is dropped and
+        counted)."""
+        if self._waiting >= self.queue_rows:
             self._dropped_here += 1
             return
         try:
-            encoded = marshal.dumps(row)  # bytes: a tuple kept until sent would be work for every garbage collection
-        except ValueError as exc:  # a value marshal cannot carry (a datetime, not `micros`): a bug, not the rider's
+            numbers = array("d", [_NAN if value is None else value for value in _numbers_of(row)])
+            strings = _strings_of(row)
+            if len(row) != len(FIELDS) or not _STRING_TYPES.issuperset(map(type, strings)):
+                raise TypeError(f"expected {len(FIELDS)} values, strings in {[COLUMNS[i] for i in STRINGS]}")
+        except (TypeError, IndexError) as exc:  # a datetime, not `micros`, or a value of the wrong type: a bug
             self._dropped_here += 1
             self.error = f"a row could not be encoded: {exc}"
             return
         with self._lock:
-            self._rows.append(encoded)
-            waiting = len(self._rows)
+            self._numbers.extend(numbers)  # array to array: one copy, nothing half-appended
+            self._strings.extend(strings)
+            self._waiting += 1
+            waiting = self._waiting
         if waiting == self.batch_rows:  # a full batch waits: no need to sleep out the rest of flush_seconds
             self._wake.set()
 
@@ -195,24 +218,25 @@ class RequestLog:
             self._wake.clear()
             stopping = self._stopping  # read before taking the list: rows queued before close() are all sent
             with self._lock:
-                rows, self._rows = self._rows, []
-            self._send(rows)  # an empty list too: the writer closes files by age on it
+                rows, numbers, strings = self._waiting, self._numbers, self._strings
+                self._waiting, self._numbers, self._strings = 0, array("d"), []
+            self._send(rows, numbers, strings)  # no rows too: the writer closes files by age on it
         stdin = self._process.stdin
         if stdin is not None:
             with contextlib.suppress(OSError):
                 stdin.close()
 
-    def _send(self, rows: list[bytes]) -> None:
+    def _send(self, rows: int, numbers: array[float], strings: list[str | None]) -> None:
         stdin = self._process.stdin
         try:
-            payload = marshal.dumps(rows)  # a list of encoded rows: one memcpy each
+            payload = marshal.dumps((rows, numbers.tobytes(), strings))
             assert stdin is not None
             stdin.write(FRAME.pack(len(payload)))
             stdin.write(payload)  # the GIL is released while the pipe is full
             stdin.flush()
-            self._sent += len(rows)
+            self._sent += rows
         except (OSError, ValueError) as exc:  # the writer process has ended (a broken pipe) or the pipe is closed
-            self._dropped_here += len(rows)
+            self._dropped_here += rows
             ended = self._process.poll()
             self._failed(
                 f"its writer process ended ({ended})" if ended is not None else f"{exc.__class__.__name__}: {exc}"
