@@ -2,8 +2,9 @@
 
 Its secure defaults and status; `ingest` from the CLI as a client-mode driver; `train` and `score` through
 scripts/submit.sh, which ships the package as a wheel with `--py-files`. The event logs say which executor ran every
-task and the workers' work dirs say which worker ran which executor. The model equals the one trained in local mode
-on the same trips. Then one worker is killed while `train` runs: the job still completes and registers its model.
+task and the workers' work dirs say which worker ran which executor. One worker is killed while `train` runs: the
+job still completes, registers its model and re-runs on the other worker what was lost; `score` runs on the worker
+left. The model, trained through the loss, equals the one trained in local mode on the same trips, trip by trip.
 Last, `cluster stop` removes the daemons.
 """
 
@@ -205,20 +206,62 @@ def assert_ran_on_workers(workspace: Path, app_id: str) -> dict[str, int]:
     return dict(per_worker)
 
 
+def _running_tasks(stderr_files: list[Path]) -> int:
+    return sum(path.read_text(errors="replace").count("Running task") for path in stderr_files)
+
+
 @pytest.fixture(scope="module")
 def pipeline_on_cluster(cluster: ClusterInfo, workspace: Path, wheel: Path) -> dict[str, Any]:
     """ingest (the CLI as a client-mode driver of the cluster), then train (linear) and score through spark-submit,
-    whose driver runs the package from the shipped wheel: the sample's trips table and champion v1 in `workspace`."""
+    whose driver runs the package from the shipped wheel: the sample's trips table and champion v1 in `workspace`.
+    Worker-2 is killed (SIGKILL, with its executor) while `train` runs, once its executor has run tasks of it: a
+    machine lost in the middle of the job; `score` then runs on worker-1 alone."""
     master = cluster.master_url
     ingested, ingest_app = cli_on_cluster(workspace, master, "ingest", str(SAMPLE))
-    trained, train_out, train_app = submit(workspace, wheel, master, "train", "--model", "linear")
+    work = workspace.resolve() / "cluster" / "work"
+    known_apps = {path.name for path in work.glob("worker-*/app-*")}
+    victim_pid = cluster.worker_pids[1]  # worker-2
+    before = event_logs(workspace)
+    process = subprocess.Popen(
+        _submit_command(workspace, master, "train", "--model", "linear"),
+        env=_env(wheel),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        # wait until worker-2's executor for this application is running tasks, then kill the worker and its
+        # executor (the worker's process group)
+        deadline = time.monotonic() + 300
+        while True:
+            apps = [path for path in (work / "worker-2").glob("app-*") if path.name not in known_apps]
+            stderr_files = [path for app in apps for path in app.glob("*/stderr")]
+            if stderr_files and _running_tasks(stderr_files) >= 3:
+                break
+            assert process.poll() is None, "train ended before worker-2 ran a task"
+            assert time.monotonic() < deadline, "worker-2 ran no task of the training job"
+            time.sleep(0.1)
+        os.killpg(victim_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        train_out, train_err = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, train_out[-3000:] + train_err[-3000:]
+    seconds_from_kill_to_end = round(time.monotonic() - killed_at, 1)
+    (train_app,) = event_logs(workspace) - before
     scored, _, score_app = submit(workspace, wheel, master, "score")
     return {
         "ingested": ingested,
-        "trained": trained,
+        "trained": _last_json(train_out),
         "train_out": train_out,
         "scored": scored,
         "apps": (ingest_app, train_app, score_app),
+        "victim_pid": victim_pid,
+        "lost_executor": {path.parent.name for path in stderr_files},
+        "seconds_from_kill_to_end": seconds_from_kill_to_end,
     }
 
 
@@ -283,56 +326,17 @@ def test_ingest_train_score_via_spark_submit_match_local_mode(
     print(f"largest per-trip difference cluster vs local: {row['max_diff']:.3g} minutes")
 
 
-def _running_tasks(stderr_files: list[Path]) -> int:
-    return sum(path.read_text(errors="replace").count("Running task") for path in stderr_files)
-
-
-def test_training_survives_the_loss_of_a_worker(
-    pipeline_on_cluster: dict[str, Any], cluster: ClusterInfo, workspace: Path, wheel: Path
-) -> None:
-    assert pipeline_on_cluster["trained"]["model_version"] == "1"  # the trips and champion v1 this train starts from
-    work = workspace.resolve() / "cluster" / "work"
-    known_apps = {path.name for path in work.glob("worker-*/app-*")}
-    victim_pid = cluster.worker_pids[1]  # worker-2
-    before = event_logs(workspace)
-    process = subprocess.Popen(
-        _submit_command(workspace, cluster.master_url, "train", "--model", "gbt"),
-        env=_env(wheel),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        # wait until worker-2's executor for this application is running tasks, then kill the worker and its
-        # executor (the worker's process group) with SIGKILL: a machine lost in the middle of the job
-        deadline = time.monotonic() + 300
-        while True:
-            apps = [path for path in (work / "worker-2").glob("app-*") if path.name not in known_apps]
-            stderr_files = [path for app in apps for path in app.glob("*/stderr")]
-            if stderr_files and _running_tasks(stderr_files) >= 3:
-                break
-            assert process.poll() is None, "train ended before worker-2 ran a task"
-            assert time.monotonic() < deadline, "worker-2 ran no task of the training job"
-            time.sleep(0.2)
-        os.killpg(victim_pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        stdout, stderr = process.communicate(timeout=600)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    trained = _last_json(stdout)
-    assert trained["model_version"] == "2"  # the job completed and registered its model
-    assert not pid_alive(victim_pid)
+def test_training_survives_the_loss_of_a_worker(pipeline_on_cluster: dict[str, Any], workspace: Path) -> None:
+    # the train of the module's pipeline lost worker-2 while it ran, completed and registered its model
+    assert pipeline_on_cluster["trained"]["model_version"] == "1"
+    assert not pid_alive(pipeline_on_cluster["victim_pid"])
     status = cluster_status(workspace)
     assert (status["workers"], status["cores"]) == (1, 1)
 
-    (app_id,) = event_logs(workspace) - before
+    app_id = pipeline_on_cluster["apps"][1]
     app_events = events(workspace, app_id)
+    lost_executor = pipeline_on_cluster["lost_executor"]
     removed = [e for e in app_events if e["Event"] == "SparkListenerExecutorRemoved"]
-    lost_executor = {path.parent.name for path in stderr_files}
     assert {e["Executor ID"] for e in removed} >= lost_executor
     stage_names = {
         e["Stage Info"]["Stage ID"]: e["Stage Info"]["Stage Name"]
@@ -380,7 +384,7 @@ def test_training_survives_the_loss_of_a_worker(
         "successful_tasks_by_executor": dict(
             Counter(e["Task Info"]["Executor ID"] for e in task_ends if e["Task End Reason"]["Reason"] == "Success")
         ),
-        "seconds_from_kill_to_end": round(time.monotonic() - killed_at, 1),
+        "seconds_from_kill_to_end": pipeline_on_cluster["seconds_from_kill_to_end"],
     }
     print("\nworker loss: " + json.dumps(summary, default=str))
     (workspace / "worker_loss.json").write_text(json.dumps(summary, indent=2, default=str))
