@@ -50,7 +50,7 @@ SMALL_MODELS = "train:\n  gbt: {maxIter: 5, maxDepth: 4}\n  linear: {maxIter: 10
 # processes in this order (--dist loadfile --no-loadscope-reorder), so the last module to start is a short one and
 # neither process waits long for the other at the end. Modules not named here follow, in collection order.
 LONGEST_MODULES = (
-    "test_cluster.py",  # ~420 s: a standalone cluster, spark-submit, a worker killed mid-train
+    "test_cluster.py",  # ~170 s: a standalone cluster, spark-submit, a worker killed mid-train (was ~420 s)
     "test_monitor.py",  # ~410 s: five real months ingested, monitor, cycle over 2020
     "test_crash_safety.py",  # ~360 s: ingest and train killed with SIGKILL in subprocesses
     "test_stream.py",  # ~340 s: stream subprocesses, kill -9 and restart
