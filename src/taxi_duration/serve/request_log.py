@@ -12,8 +12,8 @@ loop. The request path wakes the sender for a full batch only, not for each ride
 switch per request. Nothing is kept when the log is off (no buffer, no thread, no process).
 
 The writer process's CPU is the log's remaining cost to the p99 on a machine whose cores are all busy (two cores
-under a load generator): the column encoding cut it from about 8 ms to about 2.5 ms per 4,096 rows (decode and
-write together; docs/benchmarks.md).
+under a load generator): the column encoding cut it from 13.7 ms to 4.7 ms per 4,096 rows, all its work included
+(`benchmarks/request_log.py`, 2026-12-06; docs/benchmarks.md).
 
 The writer process ends when its input does: when the server closes the log, and also when the server is killed
 (the open file is then closed under its final name, with every row the server had sent).
