@@ -427,6 +427,23 @@ def test_a_row_of_the_wrong_types_is_dropped_counted_and_named_and_the_others_ar
     }
 
 
+def test_a_whole_number_column_never_wraps_or_truncates_its_row_is_dropped_counted_and_named(tmp_path: Path) -> None:
+    request_log = RequestLog(tmp_path / "log", flush_seconds=0.05)
+    good = (0, "r", 0, 1, 2, 1.5, None, None, None, None, 1, "yellow", "recorded_distance", 7.5, "m", "7", None, None)
+    request_log.append((*good[:3], 2**40, *good[4:]))  # beyond int32: it would wrap
+    request_log.append((*good[:10], 1.5, *good[11:]))  # a passenger and a half: it would truncate to 1
+    request_log.append((2.0**64, *good[1:]))  # microseconds beyond int64
+    request_log.append((*good[:3], -(2**31), *good[4:10], 2**31 - 1, *good[11:]))  # int32's own ends fit
+    request_log.close()
+    assert (request_log.rows_written, request_log.rows_dropped) == (1, 3)
+    assert request_log.error == (
+        "3 rows not written: not a whole number in the column's range: "
+        "logged_at (1), pickup_location_id (1), passenger_count (1)"
+    )
+    (written,) = pq.read_table(request_log.files()[0]).to_pylist()
+    assert (written["pickup_location_id"], written["passenger_count"]) == (-(2**31), 2**31 - 1)
+
+
 def test_nothing_is_logged_when_the_log_is_off(champion: ExportedModel, tmp_path: Path) -> None:
     before = set(threading.enumerate())
     with TestClient(create_app(lambda: champion, KEY)) as client:

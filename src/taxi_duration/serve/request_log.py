@@ -26,6 +26,7 @@ import json
 import logging
 import marshal
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -94,6 +95,10 @@ PREFIX = "requests-"
 FILE_BYTES = 64 * 1024 * 1024  # a file is closed (renamed into view) at this size, or smaller for a small bound
 PART = ".part"
 FRAME = struct.Struct("<Q")  # the length of each marshal-encoded batch sent to the writer process
+# The writer process keeps to one thread of work: NumPy's BLAS starts no thread pool, and Arrow allocates with the
+# C library's malloc, not jemalloc, whose background thread purges memory on its own schedule (and, on another
+# core, interrupts what runs there: each purge of a process's pages is an interrupt to every core it ran on).
+WRITER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 _NAN = math.nan  # a missing number; the API refuses NaN (allow_inf_nan=False) and logs a non-finite shadow as None
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
@@ -157,6 +162,7 @@ class RequestLog:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,
+            env={**os.environ, **WRITER_ENVIRONMENT},
         )
         self._sender = threading.Thread(target=self._send_loop, name="request-log", daemon=True)
         self._reader = threading.Thread(target=self._read_counts, name="request-log-counts", daemon=True)

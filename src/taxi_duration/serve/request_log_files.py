@@ -9,7 +9,8 @@ process prints one JSON line of counts on its stdout (`rows_written`, `rows_drop
 of input closes the open file under its final name and ends the process.
 
 Why a process and not a thread of the server: converting a batch to Arrow holds the GIL for milliseconds, which a
-thread would take from the event loop. The process runs at the lowest CPU priority (nice 19), and on a busy
+thread would take from the event loop. The process runs at the lowest priority, all its threads and its
+scheduling group (`lower_priority`), with one thread of work (`WRITER_ENVIRONMENT` in request_log.py), so on a busy
 machine answers come first. Its work is about 4.7 ms of CPU per 4,096 rows (`benchmarks/request_log.py`): the
 columns come out of the frame with NumPy (no Python object per value), and Parquet's dictionary encoding and
 statistics are kept to the columns where they pay (the few distinct strings; the two timestamps readers filter on),
@@ -46,6 +47,9 @@ log = logging.getLogger("taxi_duration.serve.request_log")
 # min/max statistics where readers filter (by time)
 DICTIONARY = ["service", "regime", "model_name", "model_version", "shadow_model_version"]
 STATISTICS = ["logged_at", "pickup_datetime"]
+# the doubles a whole-number column of this bit width takes exactly: int32s, and int64 microseconds (the largest
+# double below 2**63)
+WHOLE_RANGE = {32: (-(2.0**31), 2.0**31 - 1), 64: (-(2.0**63), 2.0**63 - 1024)}
 
 
 class LogFiles:
@@ -129,8 +133,9 @@ class LogFiles:
             self.files_deleted += 1
 
 
-def frames(stream: IO[bytes], table_schema: pa.Schema) -> Iterator[pa.Table]:
-    """The batches of rows sent on `stream`, as tables, until it ends."""
+def frames(stream: IO[bytes], table_schema: pa.Schema) -> Iterator[tuple[int, pa.Table, str | None]]:
+    """The batches of rows sent on `stream` until it ends: the rows sent, the table of those that fit the schema,
+    and why the others do not (None when all do)."""
     while True:
         header = stream.read(FRAME.size)
         if len(header) < FRAME.size:
@@ -140,14 +145,18 @@ def frames(stream: IO[bytes], table_schema: pa.Schema) -> Iterator[pa.Table]:
         if len(payload) < size:
             return
         rows, numbers, strings = marshal.loads(payload)
-        yield table(rows, numbers, strings, table_schema)
+        yield (rows, *table(rows, numbers, strings, table_schema))
 
 
-def table(rows: int, numbers: bytes, strings: list[str | None], table_schema: pa.Schema) -> pa.Table:
+def table(rows: int, numbers: bytes, strings: list[str | None], table_schema: pa.Schema) -> tuple[pa.Table, str | None]:
     """The rows of one frame as a table of `table_schema`: numbers by column with NumPy (NaN is null), strings by
-    column from every len(STRINGS)-th of the list."""
+    column from every len(STRINGS)-th of the list. A row whose value for a whole-number column (a timestamp's
+    microseconds, an int32) is fractional or out of the type's range is left out, never wrapped or truncated; the
+    second value says which columns and how many rows (None when every row fits)."""
     matrix = np.frombuffer(numbers, dtype="<f8").reshape(rows, len(NUMBERS))
     arrays: list[pa.Array | None] = [None] * len(FIELDS)
+    unfit = np.zeros(rows, dtype=bool)
+    unfit_by_column: dict[str, int] = {}
     for j, i in enumerate(NUMBERS):
         column, kind = matrix[:, j], table_schema.field(i).type
         missing = np.isnan(column)
@@ -155,11 +164,22 @@ def table(rows: int, numbers: bytes, strings: list[str | None], table_schema: pa
         if pa.types.is_floating(kind):
             arrays[i] = pa.array(column, mask=mask, type=kind)
         else:  # whole numbers: timestamps in microseconds and int32s, exact as doubles
+            low, high = WHOLE_RANGE[kind.bit_width]
+            wrong = ~missing & ((column != np.trunc(column)) | (column < low) | (column > high))
+            if wrong.any():
+                unfit |= wrong
+                unfit_by_column[table_schema.field(i).name] = int(wrong.sum())
+                missing = missing | wrong
             whole = np.where(missing, 0.0, column).astype(np.int64)
             arrays[i] = pa.array(whole if pa.types.is_timestamp(kind) else whole.astype(np.int32), mask=mask, type=kind)
     for j, i in enumerate(STRINGS):
         arrays[i] = pa.array(strings[j :: len(STRINGS)], type=pa.string())
-    return pa.Table.from_arrays(arrays, schema=table_schema)
+    result = pa.Table.from_arrays(arrays, schema=table_schema)
+    if not unfit_by_column:
+        return result, None
+    kept = result.filter(pa.array(~unfit))
+    columns = ", ".join(f"{name} ({count})" for name, count in unfit_by_column.items())
+    return kept, f"{rows - kept.num_rows} rows not written: not a whole number in the column's range: {columns}"
 
 
 def run(config: dict[str, Any], stream: IO[bytes], out: IO[str]) -> None:
@@ -171,7 +191,11 @@ def run(config: dict[str, Any], stream: IO[bytes], out: IO[str]) -> None:
         int(config["batch_rows"]),
     )
     try:
-        for rows in frames(stream, files.schema):
+        for sent, rows, unfit in frames(stream, files.schema):
+            if unfit is not None:  # a bug in what the server logs: said, counted, the other rows written
+                files.rows_dropped += sent - rows.num_rows
+                files.error = unfit
+                log.error("request log: %s", unfit)
             if rows.num_rows:
                 files.write(rows)
             files.tick()
@@ -184,10 +208,30 @@ def run(config: dict[str, Any], stream: IO[bytes], out: IO[str]) -> None:
         out.flush()
 
 
+def lower_priority() -> list[str]:
+    """Nice 19 for every thread of this process, and for its scheduling group; what was done, named.
+
+    Every thread: libraries start theirs when imported (pyarrow's allocator has one), before `main` runs, and on
+    Linux a nice value is a thread's own. The group: the process runs in a session of its own (so a Ctrl-C to the
+    server does not cut a file short), and where the kernel groups processes by session (autogroup, the default on
+    most distributions) CPU is shared between groups first; a nice value inside a group of one changes nothing,
+    the group's own does. Not SCHED_IDLE: measured worse (docs/benchmarks.md), as the scheduler then counts the
+    writer's core as idle and moves the server onto it."""
+    done = []
+    with contextlib.suppress(OSError):
+        for thread in sorted(os.listdir("/proc/self/task")):
+            with contextlib.suppress(ProcessLookupError):  # a thread that has ended since
+                os.setpriority(os.PRIO_PROCESS, int(thread), 19)
+        done.append("threads nice 19")
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w", encoding="ascii") as group:
+        group.write("19")
+        done.append("autogroup nice 19")
+    return done
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(OSError):
-        os.nice(19)
+    lower_priority()
     run(json.loads(sys.argv[1]), sys.stdin.buffer, sys.stdout)
 
 
