@@ -1,10 +1,13 @@
 """The request log's cost: microseconds a request spends queueing its row, and the CPU its writer process spends
-per 4,096 rows (decoding what the server sent, Arrow columns, zstd Parquet), measured from /proc.
+per 4,096 rows (decoding what the server sent, Arrow columns, zstd Parquet), measured from /proc and the
+process's resource usage once it has ended.
 
-The writer's CPU is what the log takes from the server and the load generator on a machine whose cores are busy
-(docs/benchmarks.md, "Serving as a product"). Rows are varied like real ones (distinct ride ids, times, distances,
-a share of missing values). The writer's start-up (importing pyarrow and NumPy, about 1.5 s of CPU once) is
-measured apart. To compare with another checkout's code, run this script with its `src` first on the path, e.g.
+The writer's CPU is counted whole, until it has made its file and ended (it converts the rows it holds when a file
+is closed), less that of an idle writer started and closed the same way (its start-up and exit). It is what the log
+takes from the server and the load generator on a machine whose cores are busy (docs/benchmarks.md, "Serving as a
+product"). Rows are varied like real ones (distinct ride ids, times, distances, a share of missing values). The
+writer's start-up (importing pyarrow and NumPy) is measured apart. To compare with another checkout's code, run this
+script with its `src` first on the path, e.g.
     PYTHONPATH=../old/src python benchmarks/request_log.py
 (the writer process inherits the path); `module` in the results says which code ran. Usage:
     python benchmarks/request_log.py [--rows 122880] [--repeats 3]
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import tempfile
 import time
@@ -78,11 +82,13 @@ def one_run(batch: list[tuple[Any, ...]]) -> dict[str, Any]:
     from taxi_duration.serve.request_log import RequestLog
 
     with tempfile.TemporaryDirectory(prefix="request-log-bench-") as folder:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the writer's whole CPU, once it has ended
+        children_before = children.ru_utime + children.ru_stime
         log = RequestLog(Path(folder))
         pid = log._process.pid
         started = settled_cpu(pid)
         per_append = []
-        for start in range(0, len(batch), 4096):  # about a second of a busy server's rides at a time
+        for start in range(0, len(batch), 4096):  # about a second of a busy server's rides at a time (none: idle)
             chunk = batch[start : start + 4096]
             begin = time.perf_counter()
             for row in chunk:
@@ -93,15 +99,17 @@ def one_run(batch: list[tuple[Any, ...]]) -> dict[str, Any]:
         while log.rows_written < len(batch) and time.monotonic() < deadline:
             time.sleep(0.1)
         written = log.rows_written
-        working = settled_cpu(pid) - started
-        log.close()
+        log.close()  # the writer makes its file of the rows it holds, then ends
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        working = children.ru_utime + children.ru_stime - children_before - started
         size = sum(f.stat().st_size for f in log.files())
+    if not batch:  # an idle writer: its start and end only, taken off the others' CPU
+        return {"writer_idle_cpu_s": round(working, 3)}
     return {
         "rows_written": written,
         "rows_dropped": log.rows_dropped,
         "writer_startup_cpu_s": round(started, 2),
         "writer_cpu_s": round(working, 3),
-        "writer_cpu_ms_per_4096_rows": round(working * 1000 / written * 4096, 2),
         "append_us_median": round(statistics.median(per_append), 3),
         "parquet_bytes_per_row": round(size / written, 1),
     }
@@ -115,9 +123,11 @@ def main() -> None:
     import taxi_duration.serve.request_log as module
 
     batch = rows(args.rows)
+    idle = statistics.median(one_run([])["writer_idle_cpu_s"] for _ in range(args.repeats))
     runs = []
     for _ in range(args.repeats):
         run = one_run(batch)
+        run["writer_cpu_ms_per_4096_rows"] = round((run["writer_cpu_s"] - idle) * 1000 / run["rows_written"] * 4096, 2)
         print(json.dumps(run), flush=True)
         runs.append(run)
     results = {
@@ -125,6 +135,7 @@ def main() -> None:
         "machine": machine(),
         "module": module.__file__,
         "rows": args.rows,
+        "writer_idle_cpu_s": idle,
         "runs": runs,
         "writer_cpu_ms_per_4096_rows_median": statistics.median(r["writer_cpu_ms_per_4096_rows"] for r in runs),
         "append_us_median": statistics.median(r["append_us_median"] for r in runs),

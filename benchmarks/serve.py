@@ -935,6 +935,12 @@ def main() -> None:
     )
     parser.add_argument("--route-rounds", type=int, default=8, help="interleaved rounds of the route A/B")
     parser.add_argument("--fuzz", type=int, default=1000, help="schemathesis examples per route (0: skip)")
+    parser.add_argument(
+        "--product-only",
+        action="store_true",
+        help="run the product section only (a repeat of its rounds); results in serve-product-<timestamp>.json, "
+        "docs untouched",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp workspace")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--render", type=Path, help="only rewrite the docs section from a saved results JSON")
@@ -976,6 +982,17 @@ def main() -> None:
             "rides": len(rides),
             "versions": {name: metadata.version(name) for name in ("mlflow", "pyspark", "fastapi", "uvicorn")},
         }
+        if args.product_only:
+            assert model.path is not None
+            results["product"] = product(
+                workspace, rides, args.product_seconds, args.product_rounds, model.path, tmp, args.fuzz
+            )
+            results["load_end"] = loads()
+            out = REPO / "benchmarks" / "results" / f"serve-product-{time.strftime('%Y%m%d-%H%M%S')}.json"
+            out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+            print(markdown_product(results))
+            print(f"results: {out}")
+            return
         results["in_process"] = in_process(model, rides, args.calls)
         results["http"] = http_ours(workspace, rides, args.seconds, tmp)
         results["mlflow"] = compare_servers(

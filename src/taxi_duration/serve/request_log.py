@@ -94,7 +94,9 @@ def schema() -> pa.Schema:
 PREFIX = "requests-"
 FILE_BYTES = 64 * 1024 * 1024  # a file is closed (renamed into view) at this size, or smaller for a small bound
 PART = ".part"
-FRAME = struct.Struct("<Q")  # the length of each marshal-encoded batch sent to the writer process
+# before each marshal-encoded batch sent to the writer process: its length and its number of rows (which the writer
+# counts as it holds the batch, without decoding it)
+FRAME = struct.Struct("<QQ")
 # The writer process keeps to one thread of work: NumPy's BLAS starts no thread pool, and Arrow allocates with the
 # C library's malloc, not jemalloc, whose background thread purges memory on its own schedule (and, on another
 # core, interrupts what runs there: each purge of a process's pages is an interrupt to every core it ran on).
@@ -237,7 +239,7 @@ class RequestLog:
         try:
             payload = marshal.dumps((rows, numbers.tobytes(), strings))
             assert stdin is not None
-            stdin.write(FRAME.pack(len(payload)))
+            stdin.write(FRAME.pack(len(payload), rows))
             stdin.write(payload)  # the GIL is released while the pipe is full
             stdin.flush()
             self._sent += rows

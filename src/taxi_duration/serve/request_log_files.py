@@ -1,24 +1,31 @@
 """The request log's writer process: rows in, append-only Parquet files out, rotated by size and age, bounded on disk.
 
 `RequestLog` (request_log.py) starts this module as a child process of the server (`python -m
-taxi_duration.serve.request_log_files CONFIG`) and sends it frames on its stdin: an 8-byte length, then a
-`marshal`-encoded tuple (rows, numbers, strings): the rows' numbers as the bytes of an array of doubles (timestamps
-as microseconds since the epoch, None as NaN) and their strings as a list, row after row (no pickle). A frame of no
-rows is a heartbeat, sent every `flush_seconds`, so a quiet server still closes files by age. After each frame the
-process prints one JSON line of counts on its stdout (`rows_written`, `rows_dropped`, `files_deleted`, `error`); end
-of input closes the open file under its final name and ends the process.
+taxi_duration.serve.request_log_files CONFIG`) and sends it frames on its stdin: a header (the frame's length and its
+number of rows), then a `marshal`-encoded tuple (rows, numbers, strings): the rows' numbers as the bytes of an array
+of doubles (timestamps as microseconds since the epoch, None as NaN) and their strings as a list, row after row (no
+pickle). A frame of no rows is a heartbeat, sent every `flush_seconds`, so a quiet server still closes files by
+age. After each frame the process prints one JSON line of counts on its stdout (`rows_written`, `rows_dropped`,
+`files_deleted`, `error`); end of input makes the file of what it holds and ends the process.
 
-Why a process and not a thread of the server: converting a batch to Arrow holds the GIL for milliseconds, which a
+Why a process and not a thread of the server: converting rows to Arrow holds the GIL for milliseconds, which a
 thread would take from the event loop. The process runs at the lowest priority, all its threads and its
 scheduling group (`lower_priority`), with one thread of work (`WRITER_ENVIRONMENT` in request_log.py), so on a busy
-machine answers come first. Its work is about 4.7 ms of CPU per 4,096 rows (`benchmarks/request_log.py`): the
-columns come out of the frame with NumPy (no Python object per value), and Parquet's dictionary encoding and
-statistics are kept to the columns where they pay (the few distinct strings; the two timestamps readers filter on),
-which cuts the write by about 40% and the file by about a fifth.
+machine answers come first.
+
+It holds the frames as they come and converts them when a file is made (`LogFiles.rotate`): at `file_bytes` of
+frames held, `file_seconds` after the first, or at the end of input. Converting each frame as it came, once a
+second, was measured to cost the server's p99 at concurrency 1 about 10-20% on two busy cores, where reading and
+dropping the same frames cost nothing measurable (docs/benchmarks.md): the conversion, a few milliseconds of CPU
+each second, touched the requests of every second; made once a file, the same CPU touches those of one moment a
+minute (the p99 for the p99.9). The conversion makes Arrow columns with NumPy (no Python object per value) and
+keeps Parquet's dictionary encoding and statistics to the columns where they pay (the few distinct strings; the two
+timestamps readers filter on), which cuts the write by about 40% and the file by about a fifth.
 
 Files are written under a hidden name (`.requests-*.parquet.part`: Spark, pyarrow and DuckDB skip it) and renamed
-to `requests-*.parquet` when they reach `file_bytes` or `file_seconds`, or the input ends; so a reader only ever
-sees whole files. When the complete files hold more than `max_bytes`, the oldest go.
+to `requests-*.parquet` when complete (a file is closed at `file_bytes` on disk); so a reader only ever sees whole
+files. When the complete files hold more than `max_bytes`, the oldest go. A writer process killed loses what it
+holds, as it lost its open file before.
 """
 
 from __future__ import annotations
@@ -53,7 +60,11 @@ WHOLE_RANGE = {32: (-(2.0**31), 2.0**31 - 1), 64: (-(2.0**63), 2.0**63 - 1024)}
 
 
 class LogFiles:
-    """The folder of Parquet files: `write(table)` appends row groups of at most `batch_rows` rows."""
+    """The folder of Parquet files. `hold(rows, frame)` keeps a frame as it came; `rotate()` (at `file_bytes` of
+    frames held, at `file_seconds` after the first, at the end of input) turns the held frames into one Parquet file
+    of row groups of at most `batch_rows` rows, written under a hidden name and renamed when complete.
+
+    Held rows count as written, as rows in an open file did before (a writer process killed loses both)."""
 
     def __init__(self, folder: Path, file_bytes: int, max_bytes: int, file_seconds: float, batch_rows: int) -> None:
         self.schema = schema()
@@ -66,10 +77,12 @@ class LogFiles:
         self.rows_dropped = 0
         self.files_deleted = 0
         self.error: str | None = None
-        self._writer: pq.ParquetWriter | None = None
-        self._part: Path | None = None
+        self._held: list[tuple[int, bytes]] = []
+        self._held_bytes = 0
         self._opened = 0.0
         self._sequence = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._part: Path | None = None
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -79,45 +92,63 @@ class LogFiles:
             "error": self.error,
         }
 
-    def write(self, table: pa.Table) -> None:
-        """Append `table`'s rows; a failure is logged and counted, never raised: a full disk must not stop the log's
-        process (the server's /metrics counts the rows lost, its log says why)."""
-        for start in range(0, table.num_rows, self.batch_rows):
-            chunk = table.slice(start, self.batch_rows)
-            try:
-                self._append(chunk)
-            except Exception as exc:
-                self.error = f"{exc.__class__.__name__}: {exc}"
-                self.rows_dropped += chunk.num_rows
-                log.exception("request log: writing %d rows failed", chunk.num_rows)
-                with contextlib.suppress(Exception):
-                    self.rotate()
-
-    def tick(self) -> None:
-        """Close the open file once it is `file_seconds` old."""
-        if self._writer is not None and time.monotonic() - self._opened >= self.file_seconds:
+    def hold(self, rows: int, frame: bytes) -> None:
+        """Keep one frame of `rows` rows for the next file; a file is made once `file_bytes` of frames wait."""
+        if not self._held:
+            self._opened = time.monotonic()
+        self._held.append((rows, frame))
+        self._held_bytes += len(frame)
+        self.rows_written += rows
+        if self._held_bytes >= self.file_bytes:
             self.rotate()
 
-    def _append(self, rows: pa.Table) -> None:
-        if self._writer is None:
-            self._sequence += 1
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            self._part = self.folder / f".{PREFIX}{stamp}-{self._sequence:06d}.parquet{PART}"
-            self._writer = pq.ParquetWriter(
-                self._part,
-                self.schema,
-                compression="zstd",
-                use_dictionary=DICTIONARY,
-                write_statistics=STATISTICS,
-            )
-            self._opened = time.monotonic()
-        self._writer.write_table(rows)
-        self.rows_written += rows.num_rows
-        assert self._part is not None
-        if self._part.stat().st_size >= self.file_bytes:
+    def tick(self) -> None:
+        """Make the file once the first held frame is `file_seconds` old."""
+        if self._held and time.monotonic() - self._opened >= self.file_seconds:
             self.rotate()
 
     def rotate(self) -> None:
+        """The held frames to complete files (a file is closed at `file_bytes`); then the oldest files beyond
+        `max_bytes` go."""
+        held, self._held, self._held_bytes = self._held, [], 0
+        for sent, frame in held:
+            rows, numbers, strings = marshal.loads(frame)
+            kept, unfit = table(rows, numbers, strings, self.schema)
+            if unfit is not None:  # a bug in what the server logs: said, counted, the other rows written
+                self._lost(sent - kept.num_rows, unfit)
+            for start in range(0, kept.num_rows, self.batch_rows):
+                self._append(kept.slice(start, self.batch_rows))
+        self._close()
+
+    def _append(self, rows: pa.Table) -> None:
+        """One row group into the open file (opened if none is); a failure (a full disk) is logged and counted,
+        never raised: it must not stop the log's process (the server's /metrics counts the rows lost, its log
+        says why)."""
+        try:
+            if self._writer is None:
+                self._sequence += 1
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+                self._part = self.folder / f".{PREFIX}{stamp}-{self._sequence:06d}.parquet{PART}"
+                self._writer = pq.ParquetWriter(
+                    self._part, self.schema, compression="zstd", use_dictionary=DICTIONARY, write_statistics=STATISTICS
+                )
+            self._writer.write_table(rows)
+            assert self._part is not None
+            if self._part.stat().st_size >= self.file_bytes:
+                self._close()
+        except Exception as exc:
+            self._lost(rows.num_rows, f"{exc.__class__.__name__}: {exc}")
+            log.exception("request log: writing %d rows failed", rows.num_rows)
+            with contextlib.suppress(Exception):
+                self._close()
+
+    def _lost(self, rows: int, why: str) -> None:
+        self.rows_written -= rows
+        self.rows_dropped += rows
+        self.error = why
+        log.error("request log: %d rows not written: %s", rows, why)
+
+    def _close(self) -> None:
         """Close the open file under its final name, then delete the oldest files beyond `max_bytes`."""
         if self._writer is None or self._part is None:
             return
@@ -133,19 +164,18 @@ class LogFiles:
             self.files_deleted += 1
 
 
-def frames(stream: IO[bytes], table_schema: pa.Schema) -> Iterator[tuple[int, pa.Table, str | None]]:
-    """The batches of rows sent on `stream` until it ends: the rows sent, the table of those that fit the schema,
-    and why the others do not (None when all do)."""
+def frames(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """The frames sent on `stream` until it ends: each one's row count (read without decoding the rest) and its
+    bytes, as sent."""
     while True:
         header = stream.read(FRAME.size)
         if len(header) < FRAME.size:
             return
-        (size,) = FRAME.unpack(header)
+        size, rows = FRAME.unpack(header)
         payload = stream.read(size)
         if len(payload) < size:
             return
-        rows, numbers, strings = marshal.loads(payload)
-        yield (rows, *table(rows, numbers, strings, table_schema))
+        yield rows, payload
 
 
 def table(rows: int, numbers: bytes, strings: list[str | None], table_schema: pa.Schema) -> tuple[pa.Table, str | None]:
@@ -191,13 +221,9 @@ def run(config: dict[str, Any], stream: IO[bytes], out: IO[str]) -> None:
         int(config["batch_rows"]),
     )
     try:
-        for sent, rows, unfit in frames(stream, files.schema):
-            if unfit is not None:  # a bug in what the server logs: said, counted, the other rows written
-                files.rows_dropped += sent - rows.num_rows
-                files.error = unfit
-                log.error("request log: %s", unfit)
-            if rows.num_rows:
-                files.write(rows)
+        for rows, frame in frames(stream):
+            if rows:
+                files.hold(rows, frame)
             files.tick()
             out.write(json.dumps(files.counts()) + "\n")
             out.flush()
@@ -232,6 +258,8 @@ def lower_priority() -> list[str]:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     lower_priority()
+    # pyarrow imports pandas the first time it makes an array of NumPy's: now, at start, not in the first file
+    table(0, b"", [], schema())
     run(json.loads(sys.argv[1]), sys.stdin.buffer, sys.stdout)
 
 
