@@ -5,18 +5,20 @@ microseconds since the epoch: `micros`; None as NaN) to one `array('d')`, its st
 per row: tuples kept until sent are objects every garbage collection walks, which cost the p99 more than anything
 else here (docs/benchmarks.md). A thread of the server wakes every `flush_seconds` (or as soon as `batch_rows` rows
 wait), takes the buffers and sends them, `marshal`-encoded (the numbers as one bytes object: a memcpy), to the log's
-own writer process (request_log_files.py), which turns them into Arrow columns with NumPy, no Python object per
-value, writes Parquet, rotates files by size and age and keeps the folder under `max_bytes`. The server never
-converts rows to Arrow: that holds the GIL for milliseconds, which a thread of the server would take from the event
-loop. The request path wakes the sender for a full batch only, not for each ride: a wake-up per ride is a thread
-switch per request. Nothing is kept when the log is off (no buffer, no thread, no process).
+own writer process (request_log_files.py), which holds them and, once a file (every minute, or at `file_bytes`),
+turns them into Arrow columns with NumPy, no Python object per value, writes Parquet and keeps the folder under
+`max_bytes`. The server never converts rows to Arrow: that holds the GIL for milliseconds, which a thread of the
+server would take from the event loop. The request path wakes the sender for a full batch only, not for each ride:
+a wake-up per ride is a thread switch per request. Nothing is kept when the log is off (no buffer, no thread, no
+process).
 
-The writer process's CPU is the log's remaining cost to the p99 on a machine whose cores are all busy (two cores
-under a load generator): the column encoding cut it from 13.7 ms to 4.7 ms per 4,096 rows, all its work included
-(`benchmarks/request_log.py`, 2026-12-06; docs/benchmarks.md).
+The writer's CPU, about 3.8 ms per 4,096 rows all its work included (`benchmarks/request_log.py`, 2026-12-06), is
+the log's cost to the p99 on a machine whose cores are all busy (two cores under a load generator): spent once a
+file rather than once a second, it touches the requests of one moment a minute instead of some of every second's
+(docs/benchmarks.md).
 
 The writer process ends when its input does: when the server closes the log, and also when the server is killed
-(the open file is then closed under its final name, with every row the server had sent).
+(what it holds then goes to a complete file under its final name: every row the server had sent).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def schema() -> pa.Schema:
 
 
 PREFIX = "requests-"
-FILE_BYTES = 64 * 1024 * 1024  # a file is closed (renamed into view) at this size, or smaller for a small bound
+FILE_BYTES = 64 * 1024 * 1024  # a file is made at this many bytes of rows held, and closed at this size on disk
 PART = ".part"
 # before each marshal-encoded batch sent to the writer process: its length and its number of rows (which the writer
 # counts as it holds the batch, without decoding it)
