@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import marshal
+import math
 import os
 import shutil
 import socket
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Iterator, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -28,7 +31,8 @@ from fastapi.testclient import TestClient
 from conftest import free_port, uvicorn_thread
 from taxi_duration.serve.app import create_app
 from taxi_duration.serve.predictor import ExportedModel
-from taxi_duration.serve.request_log import COLUMNS, RequestLog, micros
+from taxi_duration.serve.request_log import COLUMNS, NUMBERS, STRINGS, RequestLog, micros
+from taxi_duration.serve.request_log_files import LogFiles
 
 KEY = "k3y"
 RIDE = {"PULocationID": 161, "DOLocationID": 236, "trip_distance": 2.4, "pickup_datetime": "2024-05-01T08:30:00"}
@@ -442,6 +446,19 @@ def test_a_whole_number_column_never_wraps_or_truncates_its_row_is_dropped_count
     )
     (written,) = pq.read_table(request_log.files()[0]).to_pylist()
     assert (written["pickup_location_id"], written["passenger_count"]) == (-(2**31), 2**31 - 1)
+
+
+def test_a_frame_that_cannot_be_decoded_loses_its_rows_only_counted_and_named(tmp_path: Path) -> None:
+    files = LogFiles(tmp_path, file_bytes=1 << 20, max_bytes=1 << 30, file_seconds=60.0, batch_rows=100)
+    good = (0, "r", 0, 1, 2, 1.5, None, None, None, None, 1, "yellow", "recorded_distance", 7.5, "m", "7", None, None)
+    numbers = array("d", [math.nan if good[i] is None else good[i] for i in NUMBERS])
+    files.hold(3, b"not a frame")
+    files.hold(1, marshal.dumps((1, numbers.tobytes(), [good[i] for i in STRINGS])))
+    files.rotate()
+    assert (files.rows_written, files.rows_dropped) == (1, 3)
+    assert files.error is not None and files.error.startswith("a frame could not be decoded: ")
+    (written,) = pq.read_table(sorted(tmp_path.glob("requests-*.parquet"))[0]).to_pylist()
+    assert written["ride_id"] == "r" and written["duration_minutes"] == 7.5
 
 
 def test_nothing_is_logged_when_the_log_is_off(champion: ExportedModel, tmp_path: Path) -> None:

@@ -61,8 +61,9 @@ WHOLE_RANGE = {32: (-(2.0**31), 2.0**31 - 1), 64: (-(2.0**63), 2.0**63 - 1024)}
 
 class LogFiles:
     """The folder of Parquet files. `hold(rows, frame)` keeps a frame as it came; `rotate()` (at `file_bytes` of
-    frames held, at `file_seconds` after the first, at the end of input) turns the held frames into one Parquet file
-    of row groups of at most `batch_rows` rows, written under a hidden name and renamed when complete.
+    frames held, at `file_seconds` after the first, at the end of input) turns the held frames into Parquet files
+    of row groups of at most `batch_rows` rows, each written under a hidden name, closed at `file_bytes` on disk (or
+    with the last frame) and renamed when complete.
 
     Held rows count as written, as rows in an open file did before (a writer process killed loses both)."""
 
@@ -112,8 +113,12 @@ class LogFiles:
         `max_bytes` go."""
         held, self._held, self._held_bytes = self._held, [], 0
         for sent, frame in held:
-            rows, numbers, strings = marshal.loads(frame)
-            kept, unfit = table(rows, numbers, strings, self.schema)
+            try:
+                rows, numbers, strings = marshal.loads(frame)
+                kept, unfit = table(rows, numbers, strings, self.schema)
+            except Exception as exc:  # a frame the server should not have sent: its rows only are lost
+                self._lost(sent, f"a frame could not be decoded: {exc.__class__.__name__}: {exc}")
+                continue
             if unfit is not None:  # a bug in what the server logs: said, counted, the other rows written
                 self._lost(sent - kept.num_rows, unfit)
             for start in range(0, kept.num_rows, self.batch_rows):
@@ -138,7 +143,6 @@ class LogFiles:
                 self._close()
         except Exception as exc:
             self._lost(rows.num_rows, f"{exc.__class__.__name__}: {exc}")
-            log.exception("request log: writing %d rows failed", rows.num_rows)
             with contextlib.suppress(Exception):
                 self._close()
 
@@ -146,7 +150,7 @@ class LogFiles:
         self.rows_written -= rows
         self.rows_dropped += rows
         self.error = why
-        log.error("request log: %d rows not written: %s", rows, why)
+        log.error("request log: %s (%d rows lost)", why, rows)
 
     def _close(self) -> None:
         """Close the open file under its final name, then delete the oldest files beyond `max_bytes`."""
