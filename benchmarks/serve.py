@@ -29,6 +29,7 @@ import gc
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -438,10 +439,18 @@ def fuzz(url: str, examples: int) -> dict[str, Any]:
 
 
 def product(
-    workspace: Path, rides: list[dict[str, Any]], seconds: int, rounds: int, shadow_dir: Path, tmp: Path, fuzz_n: int
+    workspace: Path,
+    rides: list[dict[str, Any]],
+    seconds: int,
+    rounds: int,
+    sets: int,
+    shadow_dir: Path,
+    tmp: Path,
+    fuzz_n: int,
 ) -> dict[str, Any]:
-    """Shadow and request log against the plain server (p99 at concurrency 1, interleaved rounds), no request
-    lost from the log under 16 concurrent clients, the 10 MB body refusal, and schemathesis."""
+    """Shadow and request log against the plain server (p99 at concurrency 1, interleaved rounds on `sets` sets of
+    freshly started servers), no request lost from the log under 16 concurrent clients, the 10 MB body refusal,
+    and schemathesis."""
     script = tmp / "product.lua"
     script.write_text(LUA % ",\n".join(f"  [==[{json.dumps(ride)}]==]" for ride in rides), encoding="utf-8")
     variants = {
@@ -452,26 +461,37 @@ def product(
         "plain_again": [],
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    out: dict[str, Any] = {"rounds": rounds, "seconds": seconds}
-    with contextlib.ExitStack() as stack:
-        urls = {}
-        for name, extra in variants.items():
-            port = free_port()
-            urls[name] = f"http://127.0.0.1:{port}"
-            command = [CLI, "--workspace", str(workspace), "serve", "--port", str(port), "--poll-seconds", "0", *extra]
-            stack.enter_context(server(command, base_env(), f"{urls[name]}/ready", tmp / f"serve-{name}.log", 120))
-            run_wrk(urls[name], script, 4, 3)  # warm-up
-        log(f"product: {rounds} interleaved rounds of wrk c1 x {seconds} s on {', '.join(variants)}, rotated")
-        names = list(urls)
-        for round_ in range(rounds):
-            # each round starts one server later: every server runs first, second, ... as often (a drift of the
-            # machine during a round does not always land on the same one)
-            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                runs[name].append(run_wrk(urls[name], script, 1, seconds))
-        out["refused_10mb"] = refused_10mb_ms(urls["plain"])
-        if fuzz_n > 0:
-            log(f"product: schemathesis, {fuzz_n} examples per route")
-            out["fuzz"] = fuzz(urls["plain"], fuzz_n)
+    out: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "sets": sets}
+    per_set = max(1, rounds // sets)
+    for set_ in range(sets):
+        # each set starts its own servers: one server process can run a few percent faster or slower than an
+        # identical one for as long as it lives (where its memory and threads land), so the figures pool several
+        with contextlib.ExitStack() as stack:
+            urls = {}
+            for name, extra in variants.items():
+                port = free_port()
+                urls[name] = f"http://127.0.0.1:{port}"
+                command = [CLI, "--workspace", str(workspace), "serve", "--port", str(port), "--poll-seconds", "0"]
+                if name == "request_log":
+                    extra = ["--request-log", str(tmp / f"request-log-{set_}")]
+                log_file = tmp / f"serve-{name}-{set_}.log"
+                stack.enter_context(server([*command, *extra], base_env(), f"{urls[name]}/ready", log_file, 120))
+                run_wrk(urls[name], script, 4, 3)  # warm-up
+            log(
+                f"product: set {set_ + 1} of {sets}: {per_set} interleaved rounds of wrk c1 x {seconds} s on "
+                f"{', '.join(variants)}, rotated"
+            )
+            names = list(urls)
+            for round_ in range(per_set):
+                # each round starts one server later: every server runs first, second, ... as often (a drift of the
+                # machine during a round does not always land on the same one)
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                    runs[name].append({**run_wrk(urls[name], script, 1, seconds), "set": set_})
+            if set_ == sets - 1:
+                out["refused_10mb"] = refused_10mb_ms(urls["plain"])
+                if fuzz_n > 0:
+                    log(f"product: schemathesis, {fuzz_n} examples per route")
+                    out["fuzz"] = fuzz(urls["plain"], fuzz_n)
     for name, results in runs.items():
         out[name] = {
             "p99_ms_median": round(statistics.median(r["p99_ms"] for r in results), 3),
@@ -485,6 +505,15 @@ def product(
         # paired: each round's p99 over the plain server's in the same round, the median of those ratios
         paired = [r["p99_ms"] / base["p99_ms"] for r, base in zip(runs[name], runs["plain"], strict=True)]
         out[f"{name}_p99_paired_ratio"] = round(statistics.median(paired), 3)
+        out[f"{name}_p99_ratio_interval"] = ratio_interval(runs[name], runs["plain"])
+        out[f"{name}_p99_ratio_by_set"] = [
+            round(
+                statistics.median(r["p99_ms"] for r in runs[name] if r["set"] == k)
+                / statistics.median(r["p99_ms"] for r in runs["plain"] if r["set"] == k),
+                3,
+            )
+            for k in range(sets)
+        ]
     # no request lost: 16 concurrent clients for 30 s, then the server stops (flushing the log) and rows are counted
     folder = tmp / "loss-log"
     port = free_port()
@@ -505,6 +534,25 @@ def product(
         "leftover_part_files": len(list(folder.glob(".*"))),
     }
     return out
+
+
+def ratio_interval(
+    runs: list[dict[str, Any]], base: list[dict[str, Any]], draws: int = 2000, seed: int = 11
+) -> list[float]:
+    """A 95% bootstrap interval of the ratio of median p99s: rounds drawn again with replacement within each set of
+    servers, both servers' figures of a drawn round together (so the machine's moment stays paired)."""
+    rng = random.Random(seed)
+    by_set: dict[int, list[int]] = {}
+    for i, r in enumerate(runs):
+        by_set.setdefault(r["set"], []).append(i)
+    ratios = []
+    for _ in range(draws):
+        drawn = [i for indices in by_set.values() for i in rng.choices(indices, k=len(indices))]
+        ratios.append(
+            statistics.median(runs[i]["p99_ms"] for i in drawn) / statistics.median(base[i]["p99_ms"] for i in drawn)
+        )
+    ratios.sort()
+    return [round(ratios[int(0.025 * draws)], 3), round(ratios[int(0.975 * draws) - 1], 3)]
 
 
 def route_ab(model_dir: Path, rides: list[dict[str, Any]], seconds: int, rounds: int, tmp: Path) -> dict[str, Any]:
@@ -774,7 +822,14 @@ def markdown(results: dict[str, Any]) -> str:
 def paired(product_results: dict[str, Any], name: str) -> str:
     """`; paired 1.02x`: the median of the rounds' own ratios to the plain server (absent in older results)."""
     ratio = product_results.get(f"{name}_p99_paired_ratio")
-    return "" if ratio is None else f"; round by round {ratio:.2f}x"
+    interval = product_results.get(f"{name}_p99_ratio_interval")
+    by_set = product_results.get(f"{name}_p99_ratio_by_set")
+    text = "" if ratio is None else f"; round by round {ratio:.2f}x"
+    if interval is not None:
+        text += f"; 95% interval {interval[0]:.2f}x-{interval[1]:.2f}x"
+    if by_set is not None and len(by_set) > 1:
+        text += f"; by set of servers {', '.join(f'{r:.2f}x' for r in by_set)}"
+    return text
 
 
 def markdown_product(results: dict[str, Any]) -> str:
@@ -790,9 +845,14 @@ def markdown_product(results: dict[str, Any]) -> str:
         "of the same size costs: a second walk of the trees per ride), with the request log on "
         "(`--request-log`) and plain again (the control); "
         f"wrk at concurrency 1 for {p['seconds']} s on each in turn, {p['rounds']} rounds (each starting one server "
-        "later than the one before), "
-        "medians of the rounds' figures; \"round by round\": the median of each round's ratio to the plain server's "
-        "p99 in the same round.",
+        "later than the one before)"
+        + (
+            f" on {p['sets']} sets of freshly started servers ({p['rounds'] // p['sets']} rounds each)"
+            if p.get("sets", 1) > 1
+            else ""
+        )
+        + ", medians of the rounds' figures; \"round by round\": the median of each round's ratio to the plain "
+        "server's p99 in the same round; the 95% interval is the bootstrap's (rounds drawn again within each set).",
         "",
         "| measurement | figure | target | met |",
         "|---|---:|---|---|",
@@ -929,9 +989,16 @@ def main() -> None:
     parser.add_argument(
         "--product-rounds",
         type=int,
-        default=40,
+        default=48,
         help="interleaved rounds of plain/shadow/log/plain: short rounds, many (the machine's drift, not the "
         "servers, made most of the difference between 10-s rounds)",
+    )
+    parser.add_argument(
+        "--product-sets",
+        type=int,
+        default=3,
+        help="sets of freshly started servers the rounds are split over (one process can measure a few percent "
+        "off an identical one for its whole life)",
     )
     parser.add_argument("--route-rounds", type=int, default=8, help="interleaved rounds of the route A/B")
     parser.add_argument("--fuzz", type=int, default=1000, help="schemathesis examples per route (0: skip)")
@@ -985,7 +1052,14 @@ def main() -> None:
         if args.product_only:
             assert model.path is not None
             results["product"] = product(
-                workspace, rides, args.product_seconds, args.product_rounds, model.path, tmp, args.fuzz
+                workspace,
+                rides,
+                args.product_seconds,
+                args.product_rounds,
+                args.product_sets,
+                model.path,
+                tmp,
+                args.fuzz,
             )
             results["load_end"] = loads()
             out = REPO / "benchmarks" / "results" / f"serve-product-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -1009,7 +1083,14 @@ def main() -> None:
         results["batch"] = batch(workspace, rides, args.batch_rows, model, tmp)
         assert model.path is not None
         results["product"] = product(
-            workspace, rides, args.product_seconds, args.product_rounds, model.path, tmp, args.fuzz
+            workspace,
+            rides,
+            args.product_seconds,
+            args.product_rounds,
+            args.product_sets,
+            model.path,
+            tmp,
+            args.fuzz,
         )
         results["route_ab"] = route_ab(model.path, rides, args.seconds, args.route_rounds, tmp)
         results["load_end"] = loads()
