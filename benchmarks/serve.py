@@ -12,8 +12,10 @@ Usage: python benchmarks/serve.py [--workspace WS] [--seconds 10] [--batch-rows 
    compared (MLflow's Spark pyfunc returns ln(seconds): minutes = exp(x) / 60).
 4. batch: `taxi-duration predict` on a canonical Parquet file of generated trips (real zone pairs and distances
    from the sample, pickup times spread over 2024), one process, wall time and peak RSS.
-5. product: p99 at concurrency 1 of the plain server, with a shadow model and with the request log (interleaved
-   wrk rounds); 16 concurrent clients for 30 s with the log on, rows counted against answers; a 10 MB body's
+5. product: p99 at concurrency 1 of the plain server, with a shadow model, with the request log and a second plain
+   server (the control), in interleaved wrk rounds on 3 sets of freshly started servers, with 95% bootstrap
+   intervals (`--product-only` repeats this part; `--pool FILE...` pools saved runs' rounds into one sample);
+   16 concurrent clients for 30 s with the log on, rows counted against answers; a 10 MB body's
    refusal time; schemathesis (`--fuzz N` examples per route) (install sizes: `install_size.py`).
 
 Without --workspace the script ingests the real sample and trains gbt (default parameters) in a temp workspace.
@@ -542,9 +544,9 @@ def ratio_interval(
     """A 95% bootstrap interval of the ratio of median p99s: rounds drawn again with replacement within each set of
     servers, both servers' figures of a drawn round together (so the machine's moment stays paired)."""
     rng = random.Random(seed)
-    by_set: dict[int, list[int]] = {}
+    by_set: dict[Any, list[int]] = {}
     for i, r in enumerate(runs):
-        by_set.setdefault(r["set"], []).append(i)
+        by_set.setdefault(r.get("stratum", r.get("set", 0)), []).append(i)
     ratios = []
     for _ in range(draws):
         drawn = [i for indices in by_set.values() for i in rng.choices(indices, k=len(indices))]
@@ -553,6 +555,28 @@ def ratio_interval(
         )
     ratios.sort()
     return [round(ratios[int(0.025 * draws)], 3), round(ratios[int(0.975 * draws) - 1], 3)]
+
+
+def pool(paths: list[Path]) -> dict[str, Any]:
+    """The product rounds of several saved runs (full or `--product-only`) as one sample: each variant's ratio of
+    median p99s to the plain server's, the median of the rounds' own ratios and the 95% bootstrap interval, rounds
+    drawn again within each run's each set of servers."""
+    variants = ("plain", "shadow", "request_log", "plain_again")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for k, path in enumerate(paths):
+        p = json.loads(path.read_text(encoding="utf-8"))["product"]
+        for name in variants:
+            runs[name] += [{**r, "stratum": f"{k}:{r.get('set', 0)}"} for r in p[name]["runs"]]
+    out: dict[str, Any] = {"runs": [path.name for path in paths], "rounds": len(runs["plain"])}
+    plain = [r["p99_ms"] for r in runs["plain"]]
+    for name in variants[1:]:
+        p99 = [r["p99_ms"] for r in runs[name]]
+        out[name] = {
+            "p99_ratio": round(statistics.median(p99) / statistics.median(plain), 3),
+            "p99_paired_ratio": round(statistics.median(a / b for a, b in zip(p99, plain, strict=True)), 3),
+            "p99_ratio_interval": ratio_interval(runs[name], runs["plain"]),
+        }
+    return out
 
 
 def route_ab(model_dir: Path, rides: list[dict[str, Any]], seconds: int, rounds: int, tmp: Path) -> dict[str, Any]:
@@ -1008,6 +1032,13 @@ def main() -> None:
         help="run the product section only (a repeat of its rounds); results in serve-product-<timestamp>.json, "
         "docs untouched",
     )
+    parser.add_argument(
+        "--pool",
+        type=Path,
+        nargs="+",
+        help="only pool the product rounds of saved results (serve-*.json) into one sample; results in "
+        "serve-pooled-<timestamp>.json",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp workspace")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--render", type=Path, help="only rewrite the docs section from a saved results JSON")
@@ -1019,6 +1050,19 @@ def main() -> None:
         write_doc(section)
         if "product" in saved:
             write_doc(markdown_product(saved), PRODUCT_START, PRODUCT_END)
+        return
+    if args.pool is not None:
+        pooled = {"date": time.strftime("%Y-%m-%d"), **pool(args.pool)}
+        for name in ("shadow", "request_log", "plain_again"):
+            figures = pooled[name]
+            low, high = figures["p99_ratio_interval"]
+            print(
+                f"{name}: {figures['p99_ratio']:.3f}x the plain p99 (round by round {figures['p99_paired_ratio']:.3f}x,"
+                f" 95% interval {low:.3f}x-{high:.3f}x) over {pooled['rounds']} rounds of {len(args.pool)} runs"
+            )
+        out = REPO / "benchmarks" / "results" / f"serve-pooled-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.write_text(json.dumps(pooled, indent=2) + "\n", encoding="utf-8")
+        print(f"results: {out}")
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is required (apt-get install wrk)")
