@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -440,6 +441,9 @@ def fuzz(url: str, examples: int) -> dict[str, Any]:
     }
 
 
+PRODUCT_SERVERS = ("plain", "shadow", "request_log", "plain_again")
+
+
 def product(
     workspace: Path,
     rides: list[dict[str, Any]],
@@ -455,33 +459,33 @@ def product(
     and schemathesis."""
     script = tmp / "product.lua"
     script.write_text(LUA % ",\n".join(f"  [==[{json.dumps(ride)}]==]" for ride in rides), encoding="utf-8")
-    variants = {
-        "plain": [],
-        "shadow": ["--shadow-dir", str(shadow_dir)],
-        "request_log": ["--request-log", str(tmp / "request-log")],
-        # a second plain server, the control: how far apart two identical servers measure in the same rounds
-        "plain_again": [],
-    }
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in PRODUCT_SERVERS}
     out: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "sets": sets}
     per_set = max(1, rounds // sets)
     for set_ in range(sets):
         # each set starts its own servers: one server process can run a few percent faster or slower than an
         # identical one for as long as it lives (where its memory and threads land), so the figures pool several
+        options = {
+            "plain": [],
+            "shadow": ["--shadow-dir", str(shadow_dir)],
+            "request_log": ["--request-log", str(tmp / f"request-log-{set_}")],
+            # a second plain server, the control: how far apart two identical servers measure in the same rounds
+            "plain_again": [],
+        }
         with contextlib.ExitStack() as stack:
             urls = {}
-            for name, extra in variants.items():
+            for name in PRODUCT_SERVERS:
                 port = free_port()
                 urls[name] = f"http://127.0.0.1:{port}"
                 command = [CLI, "--workspace", str(workspace), "serve", "--port", str(port), "--poll-seconds", "0"]
-                if name == "request_log":
-                    extra = ["--request-log", str(tmp / f"request-log-{set_}")]
                 log_file = tmp / f"serve-{name}-{set_}.log"
-                stack.enter_context(server([*command, *extra], base_env(), f"{urls[name]}/ready", log_file, 120))
+                stack.enter_context(
+                    server([*command, *options[name]], base_env(), f"{urls[name]}/ready", log_file, 120)
+                )
                 run_wrk(urls[name], script, 4, 3)  # warm-up
             log(
                 f"product: set {set_ + 1} of {sets}: {per_set} interleaved rounds of wrk c1 x {seconds} s on "
-                f"{', '.join(variants)}, rotated"
+                f"{', '.join(PRODUCT_SERVERS)}, rotated"
             )
             names = list(urls)
             for round_ in range(per_set):
@@ -561,15 +565,14 @@ def pool(paths: list[Path]) -> dict[str, Any]:
     """The product rounds of several saved runs (full or `--product-only`) as one sample: each variant's ratio of
     median p99s to the plain server's, the median of the rounds' own ratios and the 95% bootstrap interval, rounds
     drawn again within each run's each set of servers."""
-    variants = ("plain", "shadow", "request_log", "plain_again")
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in PRODUCT_SERVERS}
     for k, path in enumerate(paths):
         p = json.loads(path.read_text(encoding="utf-8"))["product"]
-        for name in variants:
+        for name in PRODUCT_SERVERS:
             runs[name] += [{**r, "stratum": f"{k}:{r.get('set', 0)}"} for r in p[name]["runs"]]
     out: dict[str, Any] = {"runs": [path.name for path in paths], "rounds": len(runs["plain"])}
     plain = [r["p99_ms"] for r in runs["plain"]]
-    for name in variants[1:]:
+    for name in PRODUCT_SERVERS[1:]:
         p99 = [r["p99_ms"] for r in runs[name]]
         out[name] = {
             "p99_ratio": round(statistics.median(p99) / statistics.median(plain), 3),
@@ -1093,18 +1096,20 @@ def main() -> None:
             "rides": len(rides),
             "versions": {name: metadata.version(name) for name in ("mlflow", "pyspark", "fastapi", "uvicorn")},
         }
+        assert model.path is not None
+        product_rounds = functools.partial(
+            product,
+            workspace,
+            rides,
+            args.product_seconds,
+            args.product_rounds,
+            args.product_sets,
+            model.path,
+            tmp,
+            args.fuzz,
+        )
         if args.product_only:
-            assert model.path is not None
-            results["product"] = product(
-                workspace,
-                rides,
-                args.product_seconds,
-                args.product_rounds,
-                args.product_sets,
-                model.path,
-                tmp,
-                args.fuzz,
-            )
+            results["product"] = product_rounds()
             results["load_end"] = loads()
             out = REPO / "benchmarks" / "results" / f"serve-product-{time.strftime('%Y%m%d-%H%M%S')}.json"
             out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
@@ -1125,17 +1130,7 @@ def main() -> None:
             args.mlflow_concurrency,
         )
         results["batch"] = batch(workspace, rides, args.batch_rows, model, tmp)
-        assert model.path is not None
-        results["product"] = product(
-            workspace,
-            rides,
-            args.product_seconds,
-            args.product_rounds,
-            args.product_sets,
-            model.path,
-            tmp,
-            args.fuzz,
-        )
+        results["product"] = product_rounds()
         results["route_ab"] = route_ab(model.path, rides, args.seconds, args.route_rounds, tmp)
         results["load_end"] = loads()
         results["summary"] = summarize(results)
