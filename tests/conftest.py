@@ -56,6 +56,7 @@ LONGEST_MODULES = (
     "test_stream.py",  # ~340 s: stream subprocesses, kill -9 and restart
     "test_connect.py",  # ~290 s: a Spark Connect server and an mlflow server
     "test_cli_end_to_end.py",
+    "test_notebooks.py",  # ~100 s: four notebooks in Jupyter kernels, three with their own Spark
     "test_tune.py",
     "test_parity_10k.py",
     "test_bench_compare.py",

@@ -286,7 +286,8 @@ def test_bundle_cycle_job_branches_on_the_monitor_alert(bundle: dict[str, Any]) 
     assert len(cron) == 6 and schedule["pause_status"] == "UNPAUSED" and schedule["timezone_id"]
     assert job["max_concurrent_runs"] == 1  # two cycles at once would both retrain
     tasks = {t["task_key"]: t for t in job["tasks"]}
-    assert list(tasks) == ["ingest_score_monitor", "alert_check", "retrain"]
+    assert list(tasks) == ["ingest_score_monitor", "alert_check", "retrain", "monitoring_notebook"]
+    assert tasks["monitoring_notebook"]["depends_on"] == [{"task_key": "ingest_score_monitor"}]  # alert or not
     monitor_args = [
         substitute(str(a), variables) for a in tasks["ingest_score_monitor"]["python_wheel_task"]["parameters"]
     ]
@@ -304,6 +305,36 @@ def test_bundle_cycle_job_branches_on_the_monitor_alert(bundle: dict[str, Any]) 
     assert {t.get("job_cluster_key") for t in tasks.values()} == {cluster["job_cluster_key"], None}
     env = cluster["new_cluster"]["spark_env_vars"]
     assert (env["TAXI_DURATION_TRACKING_URI"], env["TAXI_DURATION_REGISTRY_URI"]) == ("databricks", "databricks-uc")
+
+
+def test_bundle_notebook_tasks_run_every_committed_notebook(bundle: dict[str, Any]) -> None:
+    """Each notebook of notebooks/ is a notebook task (the .ipynb itself, as bundles deploy it) on a cluster with the
+    wheel, given the same workspace as the wheel tasks through the `workspace` widget (taxi_duration.notebook)."""
+    variables = bundle["variables"]
+    used = {}
+    for key, job in bundle["resources"]["jobs"].items():
+        for task in job["tasks"]:
+            if "notebook_task" not in task:
+                continue
+            notebook = task["notebook_task"]
+            path = (BUNDLE.parent / notebook["notebook_path"]).resolve()
+            assert path.is_file() and path.suffix == ".ipynb", notebook["notebook_path"]
+            workspace = substitute(notebook["base_parameters"]["workspace"], variables)
+            assert workspace == "/Volumes/main/taxi_duration/taxi_duration/workspace"
+            assert task["libraries"] == [{"whl": "./dist/*.whl"}]
+            assert task["job_cluster_key"] in {c["job_cluster_key"] for c in job["job_clusters"]}
+            used[path.stem] = (key, task["task_key"])
+    notebooks = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))
+    assert sorted(used) == notebooks and len(notebooks) == 4
+    job = bundle["resources"]["jobs"]["taxi_duration_notebooks"]
+    assert [(t["task_key"], [d["task_key"] for d in t.get("depends_on", [])]) for t in job["tasks"]] == [
+        ("explore_trips", []),
+        ("train_and_compare", ["explore_trips"]),
+        ("score_and_predictions", ["train_and_compare"]),
+    ]
+    env = job["job_clusters"][0]["new_cluster"]["spark_env_vars"]
+    assert (env["TAXI_DURATION_TRACKING_URI"], env["TAXI_DURATION_REGISTRY_URI"]) == ("databricks", "databricks-uc")
+    assert used["04_monitoring"] == ("taxi_duration_cycle", "monitoring_notebook")
 
 
 # --- spark-submit: who decides the master, and the wheel it ships ------------------------------------------------

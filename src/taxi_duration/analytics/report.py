@@ -257,6 +257,19 @@ def _hourly_trips_chart(by_hour_weekday: pd.DataFrame) -> Figure:
     return figure
 
 
+def report_charts(tables: Mapping[str, pd.DataFrame]) -> list[Figure]:
+    """The report's charts (trips and median by borough, median by weekday and hour, trips by hour) as figures, for
+    the tables that have rows: what the HTML report shows, for a notebook."""
+    charts = []
+    by_borough = tables.get("by_borough")
+    if by_borough is not None and not by_borough.empty:
+        charts.append(_borough_chart(by_borough))
+    by_hour_weekday = tables.get("by_hour_weekday")
+    if by_hour_weekday is not None and not by_hour_weekday.empty:
+        charts += [_heatmap_chart(by_hour_weekday), _hourly_trips_chart(by_hour_weekday)]
+    return charts
+
+
 def _img(figure: Figure, alt: str) -> str:
     return f'<img src="{_png_data_uri(figure)}" alt="{html.escape(alt)}">'
 
