@@ -183,3 +183,20 @@ def test_an_empty_workspace_ends_the_notebook_with_one_line_saying_what_to_run(
     ]
     assert all(cell == [] for cell in shown[2:])
     assert sorted(p.name for p in empty.iterdir()) == ["small.yaml"]  # nothing written, no Spark started
+
+
+def test_on_databricks_the_widget_names_the_workspace_and_the_runtimes_spark_is_used(tmp_path: Path) -> None:
+    """What a Databricks notebook has that a local kernel has not, given to a real kernel as the runtime gives it:
+    `dbutils` with the job's `workspace` widget and a ready `spark`. The package takes both (no session is built)."""
+    given = str(tmp_path / "from-widget")
+    cells = [
+        f"class Widgets:\n    def get(self, name):\n        return {{'workspace': {given!r}}}[name]",
+        "class DBUtils:\n    widgets = Widgets()\n\ndbutils = DBUtils()\nspark = object()  # the runtime's session",
+        "from taxi_duration import notebook as nb\n\nsettings = nb.settings(None)\n"
+        f"assert str(settings.workspace) == {given!r}, settings.workspace\n"
+        "assert nb.session(settings) is spark\n"
+        "assert str(nb.settings('/elsewhere').workspace) == '/elsewhere'  # the notebook's own value wins",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    assert not any(o["output_type"] == "error" for cell in notebook.cells for o in cell.outputs)
