@@ -1,0 +1,144 @@
+"""Where the time of ingest, train and report goes, from Spark's own event log: each command run through the real
+CLI on generated trips with `spark.eventLog.enabled`, then its log read by `taxi_duration.bench.eventlog`.
+
+    python benchmarks/profile.py --rows 10000000 [--stages ingest,train,report] [--workspace WS] [--no-doc]
+
+Per command: the process's wall time and peak memory; of the Spark application's time, how much ran inside jobs
+and how much the driver worked alone (planning, Python, listing files, MLflow); the stages by kind (scan, shuffle,
+write, other) with their time, executor run time, CPU, GC and bytes; the longest stages by name. Startup is the
+process's time outside the application (JVM and Python start, session stop).
+
+Writes benchmarks/results/profile-<timestamp>.json and the section "Where the time goes" of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _measure import CLI, REPO, machine, replace_doc_section, run_measured
+from taxi_duration.bench.eventlog import KINDS, profile_path
+
+DOC = REPO / "docs" / "benchmarks.md"
+START, END = "<!-- profile:start -->", "<!-- profile:end -->"
+STAGES = ("ingest", "train", "report")
+
+
+def commands(workspace: Path, config: Path | None) -> dict[str, list[str]]:
+    base = [CLI, "--workspace", str(workspace), *(["--config", str(config)] if config else [])]
+    return {
+        "generate": [*base, "generate", "--rows", "{rows}", "--out", str(workspace / "raw"), "--months", "3"],
+        "ingest": [*base, "ingest", str(workspace / "raw"), "--json"],
+        "train": [*base, "train", "--json"],
+        "report": [*base, "report", "--json"],
+    }
+
+
+def run_profiled(name: str, command: list[str], logs: Path) -> dict:
+    """One command with the event log on; its wall time, peak memory and the profile of its application."""
+    before = set(logs.iterdir())
+    conf = {"spark.eventLog.enabled": "true", "spark.eventLog.compress": "false", "spark.eventLog.dir": logs.as_uri()}
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "TAXI_DURATION_SPARK_CONF": json.dumps(conf)}
+    measured = run_measured(command, env=env)
+    if measured.returncode != 0:
+        sys.stderr.write(measured.stderr[-3000:])
+        raise SystemExit(f"{name} failed (exit {measured.returncode})")
+    (log,) = set(logs.iterdir()) - before
+    found = profile_path(log).to_dict()
+    found.pop("app_name")
+    return {
+        "stage": name,
+        "seconds": round(measured.seconds, 1),
+        "peak_rss_mb": round(measured.peak_rss_mb),
+        "startup_s": round(measured.seconds - found["wall_s"], 1),
+        **found,
+    }
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| command | wall s | startup s | driver alone s | in jobs s | jobs | stages | "
+        + " | ".join(f"{kind} s (run s)" for kind in KINDS)
+        + " | GC s | read MB | shuffle MB | written MB |",
+        "|---|" + "---:|" * (8 + len(KINDS) + 3),
+    ]
+    for r in results:
+        kinds = r["by_kind"]
+        cells = [f"{kinds[k]['stage_s']:.1f} ({kinds[k]['run_s']:.1f})" for k in KINDS]
+        gc, read, shuffled, written = (
+            sum(kinds[k][m] for k in KINDS) for m in ("gc_s", "input_mb", "shuffle_read_mb", "output_mb")
+        )
+        lines.append(
+            f"| {r['stage']} | {r['seconds']:.1f} | {r['startup_s']:.1f} | {r['driver_only_s']:.1f} | "
+            f"{r['in_jobs_s']:.1f} | {r['jobs']} | {r['stages']} | "
+            + " | ".join(cells)
+            + f" | {gc:.1f} | {read:,.0f} | {shuffled:,.0f} | {written:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def longest(results: list[dict], per_command: int = 4) -> str:
+    lines = [
+        "| command | stage | kind | tasks | s | run s | read MB | shuffle MB | written MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        for s in r["longest_stages"][:per_command]:
+            lines.append(
+                f"| {r['stage']} | {s['stage_id']}: `{s['name'][:60]}` | {s['kind']} | {s['tasks']} | "
+                f"{s['seconds']:.1f} | {s['run_s']:.1f} | {s['input_mb']:,.0f} | {s['shuffle_mb']:,.0f} | "
+                f"{s['output_mb']:,.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=float, default=10_000_000)
+    parser.add_argument("--stages", default=",".join(STAGES), help="of ingest, train, report (in this order)")
+    parser.add_argument("--workspace", type=Path, help="reuse (and keep) this workspace; generated trips are kept")
+    parser.add_argument("--config", type=Path, help="pipeline config for every command")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args()
+    rows = int(args.rows)
+    wanted = [s for s in STAGES if s in args.stages.split(",")]
+    workspace = args.workspace or Path(tempfile.mkdtemp(prefix=f"profile-{rows}-", dir=os.environ.get("BENCH_TMP")))
+    workspace.mkdir(parents=True, exist_ok=True)
+    logs = workspace / "eventlog"
+    logs.mkdir(exist_ok=True)
+    planned = commands(workspace, args.config)
+    if not (workspace / "raw").exists():
+        generate = [part.format(rows=rows) for part in planned["generate"]]
+        started = time.perf_counter()
+        if run_measured(generate, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}).returncode != 0:
+            raise SystemExit("generate failed")
+        print(f"generated {rows:,} trips in {time.perf_counter() - started:.0f} s", flush=True)
+    results = []
+    for name in wanted:
+        result = run_profiled(name, planned[name], logs)
+        results.append({"rows": rows, **result})
+        print(
+            f"{name}: {result['seconds']} s, driver alone {result['driver_only_s']} s, in jobs {result['in_jobs_s']} s"
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = REPO / "benchmarks" / "results" / f"profile-{stamp}.json"
+    payload = {"machine": machine(), "rows": rows, "config": str(args.config or ""), "results": results}
+    out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(table(results))
+    print(longest(results))
+    print(f"saved {out}")
+    if not args.no_doc:
+        section = (
+            f"{START}\n{rows:,} generated trips (3 months), {machine()}, `{out.name}`:\n\n{table(results)}\n\n"
+            f"The longest stages:\n\n{longest(results)}\n{END}"
+        )
+        replace_doc_section(DOC, START, END, section)
+
+
+if __name__ == "__main__":
+    main()
