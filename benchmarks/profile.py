@@ -53,6 +53,7 @@ def run_profiled(name: str, command: list[str], logs: Path) -> dict:
     found.pop("app_name")
     return {
         "stage": name,
+        "event_log": str(log),
         "seconds": round(measured.seconds, 1),
         "peak_rss_mb": round(measured.peak_rss_mb),
         "startup_s": round(measured.seconds - found["wall_s"], 1),
@@ -64,34 +65,34 @@ def table(results: list[dict]) -> str:
     lines = [
         "| command | wall s | startup s | driver alone s | in jobs s | jobs | stages | "
         + " | ".join(f"{kind} s (run s)" for kind in KINDS)
-        + " | GC s | read MB | shuffle MB | written MB |",
+        + " | GC s | rows read (M) | shuffle MB | written MB |",
         "|---|" + "---:|" * (8 + len(KINDS) + 3),
     ]
     for r in results:
         kinds = r["by_kind"]
         cells = [f"{kinds[k]['stage_s']:.1f} ({kinds[k]['run_s']:.1f})" for k in KINDS]
         gc, read, shuffled, written = (
-            sum(kinds[k][m] for k in KINDS) for m in ("gc_s", "input_mb", "shuffle_read_mb", "output_mb")
+            sum(kinds[k][m] for k in KINDS) for m in ("gc_s", "rows_read_m", "shuffle_read_mb", "output_mb")
         )
         lines.append(
             f"| {r['stage']} | {r['seconds']:.1f} | {r['startup_s']:.1f} | {r['driver_only_s']:.1f} | "
             f"{r['in_jobs_s']:.1f} | {r['jobs']} | {r['stages']} | "
             + " | ".join(cells)
-            + f" | {gc:.1f} | {read:,.0f} | {shuffled:,.0f} | {written:,.0f} |"
+            + f" | {gc:.1f} | {read:,.1f} | {shuffled:,.0f} | {written:,.0f} |"
         )
     return "\n".join(lines)
 
 
 def longest(results: list[dict], per_command: int = 4) -> str:
     lines = [
-        "| command | stage | kind | tasks | s | run s | read MB | shuffle MB | written MB |",
+        "| command | stage | kind | tasks | s | run s | rows read (M) | shuffle MB | written MB |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         for s in r["longest_stages"][:per_command]:
             lines.append(
                 f"| {r['stage']} | {s['stage_id']}: `{s['name'][:60]}` | {s['kind']} | {s['tasks']} | "
-                f"{s['seconds']:.1f} | {s['run_s']:.1f} | {s['input_mb']:,.0f} | {s['shuffle_mb']:,.0f} | "
+                f"{s['seconds']:.1f} | {s['run_s']:.1f} | {s['rows_read_m']:,.2f} | {s['shuffle_mb']:,.0f} | "
                 f"{s['output_mb']:,.0f} |"
             )
     return "\n".join(lines)
@@ -104,7 +105,15 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, help="reuse (and keep) this workspace; generated trips are kept")
     parser.add_argument("--config", type=Path, help="pipeline config for every command")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--render", type=Path, help="only print a saved result and write it into the docs")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(args.render.read_text(encoding="utf-8"))
+        print(table(saved["results"]))
+        print(longest(saved["results"]))
+        if not args.no_doc:
+            write_doc(saved, args.render.name)
+        return
     rows = int(args.rows)
     wanted = [s for s in STAGES if s in args.stages.split(",")]
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix=f"profile-{rows}-", dir=os.environ.get("BENCH_TMP")))
@@ -133,11 +142,16 @@ def main() -> None:
     print(longest(results))
     print(f"saved {out}")
     if not args.no_doc:
-        section = (
-            f"{START}\n{rows:,} generated trips (3 months), {machine()}, `{out.name}`:\n\n{table(results)}\n\n"
-            f"The longest stages:\n\n{longest(results)}\n{END}"
-        )
-        replace_doc_section(DOC, START, END, section)
+        write_doc(payload, out.name)
+
+
+def write_doc(payload: dict, name: str) -> None:
+    results = payload["results"]
+    section = (
+        f"{START}\n{payload['rows']:,} generated trips (3 months), {payload['machine']}, `{name}`:\n\n"
+        f"{table(results)}\n\nThe longest stages:\n\n{longest(results)}\n{END}"
+    )
+    replace_doc_section(DOC, START, END, section)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ def stage(stage_id: int, start: int, end: int, **metrics: int) -> dict[str, Any]
         "cpu_ns": "internal.metrics.executorCpuTime",
         "gc_ms": "internal.metrics.jvmGCTime",
         "input": "internal.metrics.input.bytesRead",
+        "records": "internal.metrics.input.recordsRead",
         "local": "internal.metrics.shuffle.read.localBytesRead",
         "remote": "internal.metrics.shuffle.read.remoteBytesRead",
         "written": "internal.metrics.shuffle.write.bytesWritten",
@@ -32,7 +33,7 @@ def stage(stage_id: int, start: int, end: int, **metrics: int) -> dict[str, Any]
 EVENTS = [
     {"Event": "SparkListenerApplicationStart", "App Name": "taxi-duration", "Timestamp": 1000},
     {"Event": "SparkListenerJobStart", "Job ID": 0, "Submission Time": 2000},
-    stage(0, 2000, 3000, input=1_000_000, run_ms=1500, cpu_ns=1_000_000_000, gc_ms=100),
+    stage(0, 2000, 3000, input=1_000_000, records=250_000, run_ms=1500, cpu_ns=1_000_000_000, gc_ms=100),
     {"Event": "SparkListenerJobStart", "Job ID": 1, "Submission Time": 4000},  # overlaps job 0
     stage(1, 3000, 5000, local=2_000_000, remote=1_000_000, run_ms=3000),
     {"Event": "SparkListenerJobEnd", "Job ID": 0, "Completion Time": 5000},
@@ -40,6 +41,7 @@ EVENTS = [
     {"Event": "SparkListenerJobEnd", "Job ID": 1, "Completion Time": 6000},
     {"Event": "SparkListenerJobStart", "Job ID": 2, "Submission Time": 8000},
     stage(3, 8000, 9000, run_ms=400),
+    stage(4, 9000, 9500, records=1000, input=0),  # a Parquet scan: rows, but (almost) no bytes counted
     {"Event": "SparkListenerJobEnd", "Job ID": 2, "Completion Time": 9000},
     {"Event": "SparkListenerApplicationEnd", "Timestamp": 11000},
 ]
@@ -54,15 +56,16 @@ def test_union_of_intervals() -> None:
 def test_profile_of_a_hand_built_log() -> None:
     found = profile(EVENTS, longest=2)
     # 10 s from start to end; jobs cover [2, 6) and [8, 9): 5 s; the driver alone the other 5 s
-    assert (found.app_name, found.wall_s, found.jobs, found.stages) == ("taxi-duration", 10.0, 3, 4)
+    assert (found.app_name, found.wall_s, found.jobs, found.stages) == ("taxi-duration", 10.0, 3, 5)
     assert (found.in_jobs_s, found.driver_only_s) == (5.0, 5.0)
-    assert found.by_kind["scan"] == {
-        "stages": 1,
-        "tasks": 2,
-        "stage_s": 1.0,
+    assert found.by_kind["scan"] == {  # stage 0, and stage 4 by its rows alone
+        "stages": 2,
+        "tasks": 4,
+        "stage_s": 1.5,
         "run_s": 1.5,
         "cpu_s": 1.0,
         "gc_s": 0.1,
+        "rows_read_m": 0.251,
         "input_mb": 1.0,
         "shuffle_read_mb": 0.0,
         "shuffle_write_mb": 0.0,

@@ -185,6 +185,19 @@ def test_an_empty_workspace_ends_the_notebook_with_one_line_saying_what_to_run(
     assert sorted(p.name for p in empty.iterdir()) == ["small.yaml"]  # nothing written, no Spark started
 
 
+def test_trips_without_a_champion_stop_the_scoring_notebook_before_spark_starts(
+    sample_ingested: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace = copy_workspace(sample_ingested, tmp_path / "ingested").resolve()
+    notebook = read("03_score_and_predictions")
+    with pytest.raises(CellExecutionError):
+        run(notebook, workspace, monkeypatch)
+    command = f"taxi-duration --workspace {workspace} train"
+    expected = f"NotReady: {workspace}: no model taxi-duration@champion yet; run `{command}` first"
+    assert [o["traceback"] for o in outputs(notebook)[1]] == [[expected]]
+    assert not (workspace / "mlflow.db").exists()  # looking did not create a store
+
+
 def test_on_databricks_the_widget_names_the_workspace_and_the_runtimes_spark_is_used(tmp_path: Path) -> None:
     """What a Databricks notebook has that a local kernel has not, given to a real kernel as the runtime gives it:
     `dbutils` with the job's `workspace` widget and a ready `spark`. The package takes both (no session is built)."""

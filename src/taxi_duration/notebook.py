@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from taxi_duration.score.job import ScoreResult
     from taxi_duration.train.job import TrainResult
 
-Need = Literal["trips", "champion", "predictions", "monitoring"]
+Need = Literal["trips", "champion", "monitoring"]
 WORKSPACE_WIDGET = "workspace"
 MONITORING_TABLES = ("runs", "drift", "profile", "quality")
 
@@ -119,8 +119,6 @@ def require(settings: Settings, *needs: Need) -> None:
         if need == "champion" and _champion_version(settings) is None:
             alias = f"{settings.model_name}@{_champion_alias(settings)}"
             raise NotReady(f"{where}: no model {alias} yet; run `{cli} train` first")
-        if need == "predictions" and not _has_files(settings.predictions_path):
-            raise NotReady(f"{where}: no predictions yet; run `{cli} score` first")
         if need == "monitoring" and not _has_files(settings.lakehouse / "monitoring" / "runs"):
             raise NotReady(f"{where}: no monitoring runs yet; run `{cli} monitor --from DATE --to DATE` first")
 
