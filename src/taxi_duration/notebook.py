@@ -123,12 +123,14 @@ def require(settings: Settings, *needs: Need) -> None:
             raise NotReady(f"{where}: no monitoring runs yet; run `{cli} monitor --from DATE --to DATE` first")
 
 
-def show(*figures: Figure) -> None:
-    """Display matplotlib figures inline as PNG (Jupyter and Databricks notebooks alike)."""
+def show(*figures: Figure | None) -> None:
+    """Display matplotlib figures inline as PNG (Jupyter and Databricks notebooks alike); None is skipped."""
     from IPython.display import Image, display
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     for figure in figures:
+        if figure is None:
+            continue
         FigureCanvasAgg(figure)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
@@ -358,21 +360,11 @@ def drift_table(tables: dict[str, pd.DataFrame], run_id: str) -> pd.DataFrame:
     return whole.drop(columns=["window_start"]).sort_values("psi", ascending=False, ignore_index=True)
 
 
-def realized_error_chart(tables: dict[str, pd.DataFrame], alert: dict[str, Any]) -> Figure:
-    """Realised RMSLE per window of one monitor run, both periods, against the champion's validation RMSLE."""
-    from matplotlib.figure import Figure
+def realized_error_chart(tables: dict[str, pd.DataFrame], alert: dict[str, Any]) -> Figure | None:
+    """The monitoring report's chart of one run: realised RMSLE (against the validation RMSLE), MAE and bias per
+    window of the current period; None if the run has no window rows."""
+    from taxi_duration.monitor.report import error_chart
 
     profile = tables["profile"]
     windows = profile[(profile["run_id"] == alert["run_id"]) & (profile["level"] == "window")]
-    figure = Figure(figsize=(9, 3.4))
-    ax = figure.subplots()
-    for period, rows in windows.sort_values("window_start").groupby("period"):
-        ax.plot(pd.to_datetime(rows["window_start"]), rows["rmsle"], marker="o", label=f"{period} trips")
-    if alert["validation_rmsle"] is not None:
-        ax.axhline(alert["validation_rmsle"], color="#888888", linestyle="--", label="validation RMSLE")
-    ax.set_ylabel("realised RMSLE")
-    ax.set_title(f"Realised error by window, {alert['model']} (alert: {str(alert['alert']).lower()})")
-    ax.legend(fontsize="small")
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    return figure
+    return error_chart(windows.assign(grouping=1), alert["validation_rmsle"])

@@ -22,7 +22,8 @@ PREDICTED = "predicted_duration_minutes"
 ACTUAL = "actual_duration_minutes"
 
 
-def _error_chart(errors: pd.DataFrame, validation: float | None) -> Figure | None:
+def error_chart(errors: pd.DataFrame, validation: float | None) -> Figure | None:
+    """Realised RMSLE, MAE and bias per window of the current period (`grouping` 1: the per-window rows)."""
     series = errors[(errors[PERIOD] == CURRENT) & (errors["grouping"] == 1)].sort_values(WINDOW_START)
     if series.empty:
         return None
@@ -42,6 +43,8 @@ def _error_chart(errors: pd.DataFrame, validation: float | None) -> Figure | Non
     for ax in (rmsle_ax, minutes_ax):
         ax.tick_params(axis="x", labelrotation=30)
         ax.grid(alpha=0.3)
+        if len(x) == 1:  # one window: a week either side, not matplotlib's years for a single date
+            ax.set_xlim(x.iloc[0] - pd.Timedelta(days=7), x.iloc[0] + pd.Timedelta(days=7))
     figure.tight_layout()
     return figure
 
@@ -131,7 +134,7 @@ def render(result: MonitorResult, tables: dict[str, Any], path: Path, psi_thresh
     )
     sections = [f'<section><h2 style="color:{colour}">{verdict}</h2><ul>{reasons}</ul>{_table(summary)}</section>']
     errors: pd.DataFrame = tables["errors"]
-    chart = _error_chart(errors, realized.get("reference_rmsle"))
+    chart = error_chart(errors, realized.get("reference_rmsle"))
     if chart is not None:
         sections.append(
             f"<section><h2>Realised error over time</h2>{_img(chart, 'realised error per window')}</section>"
