@@ -22,6 +22,12 @@ PREDICTED = "predicted_duration_minutes"
 ACTUAL = "actual_duration_minutes"
 
 
+def _window_axis(ax: Any, starts: pd.Series) -> None:
+    """A monitor run with a single window: a week either side of it, not the years matplotlib spans for one date."""
+    if starts.nunique() == 1:
+        ax.set_xlim(starts.iloc[0] - pd.Timedelta(days=7), starts.iloc[0] + pd.Timedelta(days=7))
+
+
 def error_chart(errors: pd.DataFrame, validation: float | None) -> Figure | None:
     """Realised RMSLE, MAE and bias per window of the current period (`grouping` 1: the per-window rows)."""
     series = errors[(errors[PERIOD] == CURRENT) & (errors["grouping"] == 1)].sort_values(WINDOW_START)
@@ -43,8 +49,7 @@ def error_chart(errors: pd.DataFrame, validation: float | None) -> Figure | None
     for ax in (rmsle_ax, minutes_ax):
         ax.tick_params(axis="x", labelrotation=30)
         ax.grid(alpha=0.3)
-        if len(x) == 1:  # one window: a week either side, not matplotlib's years for a single date
-            ax.set_xlim(x.iloc[0] - pd.Timedelta(days=7), x.iloc[0] + pd.Timedelta(days=7))
+        _window_axis(ax, x)
     figure.tight_layout()
     return figure
 
@@ -62,6 +67,7 @@ def _drift_chart(per_window: pd.DataFrame, names: list[str], threshold: float) -
     ax.set_title("PSI per window against the reference")
     ax.set_yscale("symlog", linthresh=0.01)
     ax.tick_params(axis="x", labelrotation=30)
+    _window_axis(ax, pd.to_datetime(per_window[WINDOW_START]))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     figure.tight_layout()
