@@ -218,6 +218,30 @@ def test_duplicate_ids_mark_all_copies_but_one(spark: SparkSession, tmp_path: Pa
     assert trips(spark, tmp_path).select(F.countDistinct("trip_id")).first()[0] == 2
 
 
+def test_duplicates_in_two_files_are_counted_per_file(spark: SparkSession, tmp_path: Path) -> None:
+    # the duplicate check's ids are counted once per ingest and shared by both writes: per file, never across
+    line, other = YELLOW_LINES[0][0], YELLOW_LINES[6][0]
+    first = write_csv(tmp_path / "a.csv", HEADER, [other, line, line])
+    second = write_csv(tmp_path / "b.csv", HEADER, [line, other, other, other])
+    report = ingest(spark, tmp_path, [first, second])
+    by_file = {Path(f.path).name: (f.rows_clean, f.rows_quarantined) for f in report.files}
+    assert by_file == {"a.csv": (2, 1), "b.csv": (2, 2)}
+    assert report.by_reason == {"duplicate_row": 3}
+
+
+def test_every_unparseable_field_is_named_timestamps_first(spark: SparkSession, tmp_path: Path) -> None:
+    lines = [
+        "1,2024-01-15 14:00:00,2024-01-15 14:10:00,x,abc,161,237,8.0,0,none",
+        "1,soon,later,1,abc,161,237,8.0,0,8.0",
+    ]
+    ingest(spark, tmp_path, [write_csv(tmp_path / "bad.csv", HEADER, lines)])
+    quarantine = spark.read.parquet(str(tmp_path / "quarantine")).select("reason", "reason_detail")
+    assert sorted(map(tuple, quarantine.collect())) == [
+        ("unparseable_number", "passenger_count,trip_distance,total_amount"),
+        ("unparseable_timestamp", "pickup_datetime,dropoff_datetime"),
+    ]
+
+
 def test_green_csv_uses_lpep_times(spark: SparkSession, tmp_path: Path) -> None:
     header = (
         "VendorID,lpep_pickup_datetime,lpep_dropoff_datetime,store_and_fwd_flag,RatecodeID,PULocationID,"

@@ -8,9 +8,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from taxi_duration.ingest.normalize import EXPECTS_DROPOFF, IS_CORRUPT, PROBLEMS
+from taxi_duration.ingest.normalize import EXPECTS_DROPOFF, IS_CORRUPT, NUMBER_PROBLEMS, TIMESTAMP_PROBLEMS
 from taxi_duration.params import QualityParams
-from taxi_duration.quality.rules import REASONS, with_quality_reason
+from taxi_duration.quality.rules import (
+    REASONS,
+    repeated_ids,
+    with_duplicate_flag,
+    with_quality_reason,
+    with_row_number,
+)
 
 T0 = datetime(2024, 3, 5, 9, 0)
 SCHEMA = (
@@ -60,7 +66,7 @@ def canonical(spark: SparkSession) -> DataFrame:
         spark.createDataFrame([case for case, _ in CASES], SCHEMA)
         .withColumn("duration_s", F.unix_timestamp("dropoff_datetime") - F.unix_timestamp("pickup_datetime"))
         .withColumn("trip_id", F.monotonically_increasing_id())
-        .withColumn(PROBLEMS, F.array().cast("array<string>"))
+        .withColumns({TIMESTAMP_PROBLEMS: F.lit(""), NUMBER_PROBLEMS: F.lit("")})
         .withColumn(IS_CORRUPT, F.lit(False))
         .withColumn("_is_duplicate", F.lit(False))
         .withColumnRenamed("expects_dropoff", EXPECTS_DROPOFF)
@@ -84,3 +90,18 @@ def test_bounds_come_from_the_parameters(spark: SparkSession) -> None:
     result = canonical(spark).filter("case = 'clean'").transform(with_quality_reason(strict))
     row = result.select("reason", "reason_detail").first()
     assert row is not None and tuple(row) == ("duration_too_short", "duration_s 900")
+
+
+def test_duplicates_flag_every_copy_but_the_first_with_or_without_shared_ids(spark: SparkSession) -> None:
+    rows = [(7, "a"), (8, "b"), (7, "c"), (9, "d"), (7, "e"), (8, "f")]
+    frame = spark.createDataFrame(rows, "trip_id long, seen string").coalesce(1)
+    expected = [("a", False), ("b", False), ("c", True), ("d", False), ("e", True), ("f", True)]
+
+    in_one_job = with_duplicate_flag(frame).select("seen", "_is_duplicate")
+    numbered = with_row_number(frame)
+    ids = repeated_ids(numbered).persist()
+    assert sorted(tuple(r) for r in ids.select("trip_id").collect()) == [(7,), (8,)]
+    shared = with_duplicate_flag(numbered, ids).select("seen", "_is_duplicate")
+    assert sorted(map(tuple, in_one_job.collect())) == expected
+    assert sorted(map(tuple, shared.collect())) == expected
+    ids.unpersist()

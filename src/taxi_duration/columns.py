@@ -34,7 +34,11 @@ TRIP_COLUMNS = [name for name, _, _ in TRIP_FIELDS]
 
 
 # Working columns ingest adds while it reads and normalises, which the quality rules read (dropped before writing)
-PROBLEMS = "_problems"  # array of canonical field names whose raw value could not be parsed
+# canonical field names whose raw value could not be parsed, comma-joined ("" for none): timestamps, numbers.
+# Strings, not an array filtered with a lambda: a higher-order function has no generated code and turns
+# whole-stage code generation off for the whole stage (docs/benchmarks.md, "Where the time goes").
+TIMESTAMP_PROBLEMS = "_timestamp_problems"
+NUMBER_PROBLEMS = "_number_problems"
 IS_CORRUPT = "_is_corrupt"  # CSV line with the wrong number of fields
 EXPECTS_DROPOFF = "_expects_dropoff"  # false for formats without a dropoff time (Kaggle test)
 RAW = "_raw"  # the source row as read, as a struct

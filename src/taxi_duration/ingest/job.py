@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import reduce
@@ -18,7 +20,15 @@ from taxi_duration.ingest.formats import TripFormat, detect_format
 from taxi_duration.ingest.normalize import to_canonical
 from taxi_duration.ingest.readers import Source, expand_sources, read_header, read_raw
 from taxi_duration.params import QualityParams
-from taxi_duration.quality.rules import REASON, REASONS, classify, to_quarantine, to_trips
+from taxi_duration.quality.rules import (
+    REASON,
+    REASONS,
+    classify,
+    repeated_ids,
+    to_quarantine,
+    to_trips,
+    with_row_number,
+)
 from taxi_duration.schema import PARTITION_COLUMNS, QUARANTINE_SCHEMA, TRIPS_TABLE_SCHEMA
 
 
@@ -66,13 +76,25 @@ def plan_sources(spark: SparkSession, paths: list[str]) -> Planned:
     return planned
 
 
-def classified_frame(spark: SparkSession, planned: Planned, quality: QualityParams) -> DataFrame:
-    """All inputs, canonical and classified (reason null = clean), as one frame."""
-    frames = []
-    for source, columns, fmt in planned:
-        raw = read_raw(spark, source, columns)
-        frames.append(raw.transform(to_canonical(fmt, source)).transform(classify(quality)))
-    return reduce(lambda a, b: a.unionByName(b), frames)
+@contextmanager
+def classified_frame(spark: SparkSession, planned: Planned, quality: QualityParams) -> Iterator[DataFrame]:
+    """All inputs, canonical and classified (reason null = clean), as one frame for the writes in the block.
+
+    The duplicate check's ids (the one shuffle of the classification) are counted once, up front, and kept for the
+    block: each write then classifies in a single narrow pass over the input instead of counting them again
+    (docs/benchmarks.md, "Where the time goes")."""
+    numbered = [
+        read_raw(spark, source, columns).transform(to_canonical(fmt, source)).transform(with_row_number)
+        for source, columns, fmt in planned
+    ]
+    repeated = [repeated_ids(frame).persist() for frame in numbered]
+    try:
+        reduce(lambda a, b: a.unionByName(b), repeated).count()  # one job fills every file's cache
+        frames = [frame.transform(classify(quality, ids)) for frame, ids in zip(numbered, repeated, strict=True)]
+        yield reduce(lambda a, b: a.unionByName(b), frames)
+    finally:
+        for ids in repeated:
+            ids.unpersist()
 
 
 def _raw_row_count(spark: SparkSession, planned: Planned) -> int:
@@ -92,9 +114,10 @@ def run_ingest(
 
     Both tables and the quality report are committed at once (lakehouse.py): the output is written to staging,
     counted and reconciled there, moved in and made visible by one commit; a reader never sees half an ingest.
-    Two passes over the input (trips, quarantine) recompute the classification instead of caching it: measured
-    on 1M trips that is about twice as fast as persisting the classified rows (docs/benchmarks.md). The report
-    is counted from what was written, so a row lost anywhere would break the reconciliation check.
+    The input is read three times: once for the duplicate check's ids, then once per table written, each a narrow
+    pass that classifies again instead of caching the classified rows (persisting them measured about twice as
+    slow on 1M trips; docs/benchmarks.md). The report is counted from what was written, so a row lost anywhere
+    would break the reconciliation check.
     """
     planned = plan_sources(spark, paths)
     if not (lakehouse.is_local(trips_path) and lakehouse.is_local(quarantine_path)):
@@ -110,11 +133,13 @@ def run_ingest(
         lakehouse.recover(root, tables)
         crash_point("ingest:recovered")
         staging = lakehouse.new_staging(root)
-        classified = classified_frame(spark, planned, quality)
-        to_trips(classified).write.mode("overwrite").partitionBy(*PARTITION_COLUMNS).parquet(str(staging / tables[0]))
-        crash_point("ingest:staged_trips")
-        to_quarantine(classified).write.mode("overwrite").partitionBy("source").parquet(str(staging / tables[1]))
-        crash_point("ingest:staged_quarantine")
+        with classified_frame(spark, planned, quality) as classified:
+            to_trips(classified).write.mode("overwrite").partitionBy(*PARTITION_COLUMNS).parquet(
+                str(staging / tables[0])
+            )
+            crash_point("ingest:staged_trips")
+            to_quarantine(classified).write.mode("overwrite").partitionBy("source").parquet(str(staging / tables[1]))
+            crash_point("ingest:staged_quarantine")
         formats = {source.path: fmt.name for source, _, fmt in planned}
         report = _report(spark, formats, source_ids, rows_in, staging / tables[0], staging / tables[1])
         report.trips_path, report.quarantine_path = str(trips_path), str(quarantine_path)
@@ -147,9 +172,9 @@ def _run_ingest_remote(
     """Remote tables (s3://, hdfs://, dbfs:/): dynamic partition overwrite in place, no commit (README limits)."""
     rows_in = _raw_row_count(spark, planned)
     source_ids = sorted({source.source_id for source, _, _ in planned})
-    classified = classified_frame(spark, planned, quality)
-    to_trips(classified).write.mode("overwrite").partitionBy(*PARTITION_COLUMNS).parquet(str(trips_path))
-    to_quarantine(classified).write.mode("overwrite").partitionBy("source").parquet(str(quarantine_path))
+    with classified_frame(spark, planned, quality) as classified:
+        to_trips(classified).write.mode("overwrite").partitionBy(*PARTITION_COLUMNS).parquet(str(trips_path))
+        to_quarantine(classified).write.mode("overwrite").partitionBy("source").parquet(str(quarantine_path))
     formats = {source.path: fmt.name for source, _, fmt in planned}
     report = _report(spark, formats, source_ids, rows_in, trips_path, quarantine_path)
     if report_path is not None:

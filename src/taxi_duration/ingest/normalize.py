@@ -8,7 +8,15 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, NumericType, StringType, TimestampNTZType, TimestampType
 
-from taxi_duration.columns import EXPECTS_DROPOFF, FORMAT, IS_CORRUPT, PROBLEMS, RAW, SOURCE
+from taxi_duration.columns import (
+    EXPECTS_DROPOFF,
+    FORMAT,
+    IS_CORRUPT,
+    NUMBER_PROBLEMS,
+    RAW,
+    SOURCE,
+    TIMESTAMP_PROBLEMS,
+)
 from taxi_duration.ingest.formats import TripFormat
 from taxi_duration.ingest.readers import CORRUPT_RECORD, Source
 from taxi_duration.schema import TRIP_SCHEMA
@@ -87,7 +95,7 @@ def _canonical_columns(
     present = [name for name in raw.columns if name != CORRUPT_RECORD and name not in bookkeeping]
     types = {field.name: field.dataType for field in raw.schema.fields}
     parsed: dict[str, Column] = {}
-    problems: list[Column] = []
+    problems: dict[bool, list[Column]] = {True: [], False: []}  # is a timestamp -> problems
     for name in _PARSED_FIELDS:
         source_name = fmt.source_column(name, present)
         target = _CANONICAL_TYPES[name]
@@ -96,7 +104,8 @@ def _canonical_columns(
             continue
         value = parse_as(_quoted(source_name), types[source_name], target)
         parsed[name] = value
-        problems.append(F.when(_quoted(source_name).isNotNull() & value.isNull(), F.lit(name)))
+        is_timestamp = isinstance(target, TimestampType)
+        problems[is_timestamp].append(F.when(_quoted(source_name).isNotNull() & value.isNull(), F.lit(name)))
 
     if fmt.service_column and fmt.service_column in {n.lower() for n in present}:
         by_lower = {n.lower(): n for n in present}
@@ -116,9 +125,8 @@ def _canonical_columns(
         *[parsed[name].alias(name) for name in _PARSED_FIELDS],
         (duration / F.lit(1_000_000.0)).alias("duration_s"),
         path.alias("source_file"),
-        F.filter(F.array(*problems) if problems else F.array().cast("array<string>"), lambda x: x.isNotNull())
-        .cast("array<string>")
-        .alias(PROBLEMS),
+        F.concat_ws(",", *problems[True]).alias(TIMESTAMP_PROBLEMS),  # concat_ws skips the nulls
+        F.concat_ws(",", *problems[False]).alias(NUMBER_PROBLEMS),
         corrupt.isNotNull().alias(IS_CORRUPT),
         F.lit(bool(fmt.columns.get("dropoff_datetime"))).alias(EXPECTS_DROPOFF),
         F.struct(*raw_columns, corrupt.alias(CORRUPT_RECORD)).alias(RAW),

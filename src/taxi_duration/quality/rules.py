@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from taxi_duration.columns import EXPECTS_DROPOFF, FORMAT, IS_CORRUPT, PROBLEMS, RAW, SOURCE
+from taxi_duration.columns import EXPECTS_DROPOFF, FORMAT, IS_CORRUPT, NUMBER_PROBLEMS, RAW, SOURCE, TIMESTAMP_PROBLEMS
 from taxi_duration.params import QualityParams
 from taxi_duration.schema import TRIP_COLUMNS
 from taxi_duration.zones import MAX_ZONE_ID
@@ -36,8 +36,6 @@ REASONS: dict[str, str] = {
     "bad_passenger_count": "passenger count below 0 or above quality.max_passenger_count",
 }
 
-_TIMESTAMP_FIELDS = ("pickup_datetime", "dropoff_datetime")
-
 
 def _said(prefix: str, value: Column) -> Column:
     return F.concat(F.lit(prefix), value.cast("string"))
@@ -62,15 +60,13 @@ def quality_checks(params: QualityParams) -> list[tuple[str, Column, Column]]:
     has_coords = F.col(coords[0]).isNotNull()
     for name in coords[1:]:
         has_coords = has_coords & F.col(name).isNotNull()
-    problems = F.col(PROBLEMS)
-    timestamp_problems = F.filter(problems, lambda p: p.isin(*_TIMESTAMP_FIELDS))
-    number_problems = F.filter(problems, lambda p: ~p.isin(*_TIMESTAMP_FIELDS))
+    timestamp_problems, number_problems = F.col(TIMESTAMP_PROBLEMS), F.col(NUMBER_PROBLEMS)
     speed_mph = distance / (duration / F.lit(3600.0))
     pickup_year = F.year(pickup)
     return [
         ("malformed_row", F.col(IS_CORRUPT), F.lit("wrong number of fields")),
-        ("unparseable_timestamp", F.size(timestamp_problems) > 0, F.array_join(timestamp_problems, ",")),
-        ("unparseable_number", F.size(number_problems) > 0, F.array_join(number_problems, ",")),
+        ("unparseable_timestamp", F.length(timestamp_problems) > 0, timestamp_problems),
+        ("unparseable_number", F.length(number_problems) > 0, number_problems),
         ("duplicate_row", F.col("_is_duplicate"), _said("trip_id ", F.col("trip_id"))),
         ("missing_pickup_time", pickup.isNull(), F.lit("pickup_datetime")),
         ("missing_dropoff_time", F.col(EXPECTS_DROPOFF) & dropoff.isNull(), F.lit("dropoff_datetime")),
@@ -116,27 +112,42 @@ def quality_checks(params: QualityParams) -> list[tuple[str, Column, Column]]:
     ]
 
 
-def with_duplicate_flag(df: DataFrame) -> DataFrame:
+_ROW = "_row_number"
+_FIRST = "_first_row"
+
+
+def with_row_number(df: DataFrame) -> DataFrame:
+    """Number the rows of one file's frame in read order (`_row_number`): a file is split and read the same way by
+    every job of a session, so the numbers are the same whichever job computes them."""
+    return df.withColumn(_ROW, F.monotonically_increasing_id())
+
+
+def repeated_ids(numbered: DataFrame) -> DataFrame:
+    """The ids occurring more than once in a numbered frame, each with the number of its first row.
+
+    Only the ids are shuffled, not the rows: the repeated ones are a tiny share of a TLC file (16 bytes each)."""
+    return (
+        numbered.groupBy("trip_id")
+        .agg(F.min(_ROW).alias(_FIRST), F.count(F.lit(1)).alias("_copies"))
+        .filter(F.col("_copies") > 1)
+        .select("trip_id", _FIRST)
+    )
+
+
+def with_duplicate_flag(df: DataFrame, repeated: DataFrame | None = None) -> DataFrame:
     """Mark every copy of an exact duplicate row but one (`_is_duplicate`).
 
-    Only the ids are shuffled, not the rows: the ids occurring more than once (a tiny share of a TLC file, 16
-    bytes each) are broadcast back to the rows, so this costs one narrow aggregation instead of a window or a
-    sort-merge join over every row.
+    `repeated` is `repeated_ids` of the same numbered frame, computed once and shared when several jobs classify
+    the same file (ingest writes two tables); without it, `df` is numbered and its ids counted here, in the same
+    job (a streaming micro-batch). The repeated ids are broadcast back to the rows: one narrow aggregation instead
+    of a window or a sort-merge join over every row.
     """
-    keyed = df.withColumn("_row_number", F.monotonically_increasing_id())
-    repeated = (
-        keyed.groupBy("trip_id")
-        .agg(F.min("_row_number").alias("_first_row"), F.count(F.lit(1)).alias("_copies"))
-        .filter(F.col("_copies") > 1)
-        .select("trip_id", "_first_row")
-    )
+    numbered = df if repeated is not None else with_row_number(df)
+    found = repeated if repeated is not None else repeated_ids(numbered)
     return (
-        keyed.join(F.broadcast(repeated), on="trip_id", how="left")
-        .withColumn(
-            "_is_duplicate",
-            F.coalesce(F.col("_first_row") != F.col("_row_number"), F.lit(False)),
-        )
-        .drop("_row_number", "_first_row")
+        numbered.join(F.broadcast(found), on="trip_id", how="left")
+        .withColumn("_is_duplicate", F.coalesce(F.col(_FIRST) != F.col(_ROW), F.lit(False)))
+        .drop(_ROW, _FIRST)
     )
 
 
@@ -187,11 +198,15 @@ def to_quarantine(df: DataFrame) -> DataFrame:
     )
 
 
-def classify(params: QualityParams) -> Callable[[DataFrame], DataFrame]:
-    """Canonical frame (from `to_canonical`) -> the same rows with `reason` and `reason_detail`."""
+def classify(params: QualityParams, repeated: DataFrame | None = None) -> Callable[[DataFrame], DataFrame]:
+    """Canonical frame (from `to_canonical`) -> the same rows with `reason` and `reason_detail`.
+
+    With `repeated` (`repeated_ids` of the frame after `with_row_number`), the frame must be that numbered frame and
+    the duplicate check reuses the ids instead of counting them again."""
     with_reason = with_quality_reason(params)
 
     def step(df: DataFrame) -> DataFrame:
-        return df.transform(with_duplicate_flag).transform(with_reason).transform(with_raw_json)
+        flagged = with_duplicate_flag(df, repeated)
+        return flagged.transform(with_reason).transform(with_raw_json)
 
     return step
