@@ -15,6 +15,7 @@ from pyspark.testing import assertDataFrameEqual
 from taxi_duration.errors import UnknownFormatError, UnreadableInputError
 from taxi_duration.ingest.job import IngestReport, run_ingest
 from taxi_duration.params import QualityParams
+from taxi_duration.spark import BYPASS_PARTIAL_AGGREGATION, sql_conf
 
 HEADER = (
     "VendorID,tpep_pickup_datetime,tpep_dropoff_datetime,passenger_count,trip_distance,"
@@ -278,3 +279,13 @@ def test_header_only_file_ingests_zero_rows(spark: SparkSession, tmp_path: Path)
     path = write_csv(tmp_path / "header_only.csv", HEADER, [])
     report = ingest(spark, tmp_path, [path])
     assert (report.rows_in, report.rows_clean, report.rows_quarantined) == (0, 0, 0)
+
+
+def test_sql_conf_holds_inside_the_block_and_restores_after(spark: SparkSession) -> None:
+    bypass = "spark.sql.execution.bypassPartialAggregation"
+    partitions = "spark.sql.shuffle.partitions"
+    spark.conf.unset(bypass)
+    before = spark.conf.get(partitions)
+    with sql_conf(spark, {**BYPASS_PARTIAL_AGGREGATION, partitions: "3"}):
+        assert (spark.conf.get(bypass), spark.conf.get(partitions)) == ("true", "3")
+    assert (spark.conf.get(bypass), spark.conf.get(partitions)) == ("false", before)  # false: Spark's default

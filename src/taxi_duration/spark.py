@@ -8,6 +8,8 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
@@ -133,6 +135,32 @@ def _codegen_limit(spark: SparkSession, settings: Settings) -> None:
         spark.conf.set(key, settings.spark_conf.get(key, CODEGEN_HUGE_METHOD_LIMIT))
     except Exception:  # e.g. a restricted cluster's allow-list
         return
+
+
+# Skip the pre-shuffle partial aggregation: for a grouping whose keys are almost all distinct (trip ids), it only
+# builds a hash map as large as its input before shuffling the same rows. Spark 4.3; wrong for few keys.
+BYPASS_PARTIAL_AGGREGATION = {"spark.sql.execution.bypassPartialAggregation": "true"}
+
+
+@contextmanager
+def sql_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
+    """SQL settings for the queries planned and run inside the block, restored after it. A platform that refuses a
+    setting (a restricted cluster's allow-list, an older Spark) keeps its own: slower, not wrong."""
+    before: dict[str, str | None] = {}
+    for key, value in conf.items():
+        try:
+            before[key] = spark.conf.get(key, None)
+            spark.conf.set(key, value)
+        except Exception:  # any refusal leaves the session as it was
+            continue
+    try:
+        yield
+    finally:
+        for key, previous in before.items():
+            if previous is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, previous)
 
 
 def _checkpoint_dir(spark: SparkSession, settings: Settings) -> None:

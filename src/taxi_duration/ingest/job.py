@@ -30,6 +30,7 @@ from taxi_duration.quality.rules import (
     with_row_number,
 )
 from taxi_duration.schema import PARTITION_COLUMNS, QUARANTINE_SCHEMA, TRIPS_TABLE_SCHEMA
+from taxi_duration.spark import BYPASS_PARTIAL_AGGREGATION, sql_conf
 
 
 @dataclass
@@ -87,9 +88,11 @@ def classified_frame(spark: SparkSession, planned: Planned, quality: QualityPara
         read_raw(spark, source, columns).transform(to_canonical(fmt, source)).transform(with_row_number)
         for source, columns, fmt in planned
     ]
-    repeated = [repeated_ids(frame).persist() for frame in numbered]
+    repeated: list[DataFrame] = []
     try:
-        reduce(lambda a, b: a.unionByName(b), repeated).count()  # one job fills every file's cache
+        with sql_conf(spark, BYPASS_PARTIAL_AGGREGATION):  # one row per trip id: nothing to pre-aggregate
+            repeated = [repeated_ids(frame).persist() for frame in numbered]  # planned here, with the setting
+            reduce(lambda a, b: a.unionByName(b), repeated).count()  # one job fills every file's cache
         frames = [frame.transform(classify(quality, ids)) for frame, ids in zip(numbered, repeated, strict=True)]
         yield reduce(lambda a, b: a.unionByName(b), frames)
     finally:
