@@ -2,11 +2,16 @@
 CLI on generated trips with `spark.eventLog.enabled`, then its log read by `taxi_duration.bench.eventlog`.
 
     python benchmarks/profile.py --rows 10000000 [--stages ingest,train,report] [--workspace WS] [--no-doc]
+        [--baseline REV [--repeats N]]
 
 Per command: the process's wall time and peak memory; of the Spark application's time, how much ran inside jobs
 and how much the driver worked alone (planning, Python, listing files, MLflow); the stages by kind (scan, shuffle,
 write, other) with their time, executor run time, CPU, GC and bytes; the longest stages by name. Startup is the
 process's time outside the application (JVM and Python start, session stop).
+
+With `--baseline REV` each command also runs on the package as it was at git revision REV (`git archive` of `src/`
+put first on PYTHONPATH), alternating baseline and current `--repeats` times: before and after side by side in one
+run, on the same trips and the same machine load.
 
 Writes benchmarks/results/profile-<timestamp>.json and the section "Where the time goes" of docs/benchmarks.md.
 """
@@ -16,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,11 +46,24 @@ def commands(workspace: Path, config: Path | None) -> dict[str, list[str]]:
     }
 
 
-def run_profiled(name: str, command: list[str], logs: Path) -> dict:
+def baseline_source(rev: str, workspace: Path) -> Path:
+    """The package's source at `rev`, exported under the workspace; put first on PYTHONPATH it shadows the
+    checkout's editable install (the console script imports `taxi_duration` from sys.path)."""
+    out = workspace / f"baseline-{rev}"
+    if not (out / "src" / "taxi_duration").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return out / "src"
+
+
+def run_profiled(name: str, command: list[str], logs: Path, source: Path | None = None) -> dict:
     """One command with the event log on; its wall time, peak memory and the profile of its application."""
     before = set(logs.iterdir())
     conf = {"spark.eventLog.enabled": "true", "spark.eventLog.compress": "false", "spark.eventLog.dir": logs.as_uri()}
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "TAXI_DURATION_SPARK_CONF": json.dumps(conf)}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     measured = run_measured(command, env=env)
     if measured.returncode != 0:
         sys.stderr.write(measured.stderr[-3000:])
@@ -63,10 +83,10 @@ def run_profiled(name: str, command: list[str], logs: Path) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| command | wall s | startup s | driver alone s | in jobs s | jobs | stages | "
+        "| command | code | wall s | startup s | driver alone s | in jobs s | jobs | stages | "
         + " | ".join(f"{kind} s (run s)" for kind in KINDS)
         + " | GC s | rows read (M) | shuffle MB | written MB |",
-        "|---|" + "---:|" * (8 + len(KINDS) + 3),
+        "|---|---|" + "---:|" * (6 + len(KINDS) + 4),
     ]
     for r in results:
         kinds = r["by_kind"]
@@ -75,7 +95,8 @@ def table(results: list[dict]) -> str:
             sum(kinds[k][m] for k in KINDS) for m in ("gc_s", "rows_read_m", "shuffle_read_mb", "output_mb")
         )
         lines.append(
-            f"| {r['stage']} | {r['seconds']:.1f} | {r['startup_s']:.1f} | {r['driver_only_s']:.1f} | "
+            f"| {r['stage']} | {r.get('code', 'current')} | {r['seconds']:.1f} | {r['startup_s']:.1f} | "
+            f"{r['driver_only_s']:.1f} | "
             f"{r['in_jobs_s']:.1f} | {r['jobs']} | {r['stages']} | "
             + " | ".join(cells)
             + f" | {gc:.1f} | {read:,.1f} | {shuffled:,.0f} | {written:,.0f} |"
@@ -106,6 +127,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="pipeline config for every command")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--render", type=Path, help="only print a saved result and write it into the docs")
+    parser.add_argument("--baseline", help="also run each command on the package at this git revision")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each command (and of the baseline)")
     args = parser.parse_args()
     if args.render:
         saved = json.loads(args.render.read_text(encoding="utf-8"))
@@ -127,29 +150,65 @@ def main() -> None:
         if run_measured(generate, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}).returncode != 0:
             raise SystemExit("generate failed")
         print(f"generated {rows:,} trips in {time.perf_counter() - started:.0f} s", flush=True)
+    versions: list[tuple[str, Path | None]] = [("current", None)]
+    if args.baseline:
+        versions.insert(0, (f"baseline {args.baseline}", baseline_source(args.baseline, workspace)))
     results = []
     for name in wanted:
-        result = run_profiled(name, planned[name], logs)
-        results.append({"rows": rows, **result})
-        print(
-            f"{name}: {result['seconds']} s, driver alone {result['driver_only_s']} s, in jobs {result['in_jobs_s']} s"
-        )
+        for _ in range(args.repeats):
+            for code, source in versions:
+                result = run_profiled(name, planned[name], logs, source)
+                results.append({"rows": rows, "code": code, **result})
+                print(
+                    f"{name} ({code}): {result['seconds']} s, driver alone {result['driver_only_s']} s, "
+                    f"in jobs {result['in_jobs_s']} s",
+                    flush=True,
+                )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = REPO / "benchmarks" / "results" / f"profile-{stamp}.json"
-    payload = {"machine": machine(), "rows": rows, "config": str(args.config or ""), "results": results}
+    payload = {
+        "machine": machine(),
+        "rows": rows,
+        "config": str(args.config or ""),
+        "baseline": args.baseline or "",
+        "head": subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
+        "results": results,
+    }
     out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(table(results))
     print(longest(results))
+    print(ratios(results))
     print(f"saved {out}")
     if not args.no_doc:
         write_doc(payload, out.name)
 
 
+def ratios(results: list[dict]) -> str:
+    """Median wall seconds per command and code version, and current / baseline."""
+    lines = ["| command | baseline median s | current median s | current / baseline |", "|---|---:|---:|---:|"]
+    for name in dict.fromkeys(r["stage"] for r in results):
+        runs = [r for r in results if r["stage"] == name]
+        base = [r["seconds"] for r in runs if r.get("code", "current") != "current"]
+        cur = [r["seconds"] for r in runs if r.get("code", "current") == "current"]
+        if base and cur:
+            b, c = statistics.median(base), statistics.median(cur)
+            lines.append(f"| {name} | {b:.1f} | {c:.1f} | {c / b:.2f}x |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def write_doc(payload: dict, name: str) -> None:
     results = payload["results"]
+    current = [r for r in results if r.get("code", "current") == "current"]
+    compared = ratios(results)
+    base = payload.get("baseline")
     section = (
-        f"{START}\n{payload['rows']:,} generated trips (3 months), {payload['machine']}, `{name}`:\n\n"
-        f"{table(results)}\n\nThe longest stages:\n\n{longest(results)}\n{END}"
+        f"{START}\n{payload['rows']:,} generated trips (3 months), {payload['machine']}, `{name}`"
+        + (f" (current: {payload.get('head', '')}, baseline: {base}, alternating)" if base else "")
+        + f":\n\n{table(results)}\n\n"
+        + (f"Before and after, medians of the runs above:\n\n{compared}\n\n" if compared else "")
+        + f"The longest stages (current code):\n\n{longest(current)}\n{END}"
     )
     replace_doc_section(DOC, START, END, section)
 
