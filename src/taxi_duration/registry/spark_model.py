@@ -102,11 +102,30 @@ def log_spark_model(model: PipelineModel, spark: SparkSession, artifact_path: st
     return f"runs:/{run.info.run_id}/{artifact_path}"
 
 
+# xgboost.spark's reader unpickles (cloudpickle) the callbacks its writer put in a stage's metadata; this project
+# never sets callbacks, so a model carrying them was not written by it and is not loaded
+PICKLED_METADATA_KEYS = ("serialized_callbacks",)
+
+
+def refuse_pickled_stages(pipeline: Path) -> None:
+    """Raise if a stage's metadata of the saved PipelineModel at `pipeline` holds something its reader unpickles."""
+    for part in sorted(pipeline.glob("stages/*/metadata/part-*")):
+        text = part.read_text(encoding="utf-8", errors="replace")
+        found = [key for key in PICKLED_METADATA_KEYS if f'"{key}"' in text]
+        if found:
+            raise TaxiDurationError(
+                f"{part.parent.parent}: its metadata carries {', '.join(found)} (pickled Python objects); "
+                "not loaded: this project loads no pickles"
+            )
+
+
 def load_spark_model(model_uri: str, spark: SparkSession) -> PipelineModel:
-    """Load a logged Spark model (either kind of log above) as a PipelineModel for this session."""
-    if not is_connect(spark):
-        return mlflow.spark.load_model(model_uri)
+    """Load a logged Spark model (either kind of log above) as a PipelineModel for this session; the files are
+    downloaded and checked first (`refuse_pickled_stages`)."""
     folder = _transfer_dir()
     # stays until the workspace tmp is cleaned: Spark may read model data lazily while the session lives
     local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder)))
+    refuse_pickled_stages(local / SPARKML)
+    if not is_connect(spark):
+        return mlflow.spark.load_model(str(local))
     return PipelineModel.load(str((local / SPARKML).resolve()))
