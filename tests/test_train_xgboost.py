@@ -4,6 +4,7 @@ export gives its minutes to 1e-6), registered and compared with a GBT champion."
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -71,3 +72,21 @@ def test_train_xgboost_on_the_real_sample(sample_champion: Path, tmp_path: Path)
     assert run.tags["model_kind"] == "xgboost" and run.params["estimator_n_estimators"] == "30"
     assert run.metrics["zones_only_rmsle"] == pytest.approx(regimes["zones_only"]["rmsle"])
     assert {a.path for a in client.list_artifacts(result["run_id"])} >= {"exported", "model"}
+
+
+def test_train_xgboost_with_tuning(sample_ingested: Path, tmp_path: Path) -> None:
+    workspace = copy_workspace(sample_ingested, tmp_path / "workspace")
+    grid = (
+        "train:\n  xgboost: {n_estimators: 5, learning_rate: 0.3}\n"
+        "  tune: {parallelism: 2, grid: {xgboost: {max_depth: [2, 4], learning_rate: [0.3]}}}\n"
+    )
+    (workspace / "tune.yaml").write_text(grid, encoding="utf-8")
+    # parallelism 2 is run one point at a time for xgboost: two barrier fits would each wait for every slot
+    result = cli_json(workspace, "train", "--model", "xgboost", "--tune", config=workspace / "tune.yaml")
+    client = MlflowClient(tracking_uri=f"sqlite:///{workspace.resolve() / 'mlflow.db'}")
+    tuning = json.loads(Path(client.download_artifacts(result["run_id"], "tuning.json", str(tmp_path))).read_text())
+    assert tuning["grid_size"] == 2 and tuning["best_params"]["max_depth"] in (2, 4)
+    assert 0 < tuning["best_log_rmse"] < 1
+    run = client.get_run(result["run_id"]).data
+    assert run.params["estimator_max_depth"] == str(tuning["best_params"]["max_depth"])
+    assert result["metrics"]["rmsle"] < result["baseline_metrics"]["rmsle"]

@@ -128,4 +128,11 @@ def load_spark_model(model_uri: str, spark: SparkSession) -> PipelineModel:
     refuse_pickled_stages(local / SPARKML)
     if not is_connect(spark):
         return mlflow.spark.load_model(str(local))
+    if any(
+        '"xgboost.spark.' in part.read_text(errors="replace") for part in local.glob("sparkml/stages/*/metadata/part-*")
+    ):
+        raise TaxiDurationError(
+            f"{model_uri} is an XGBoost model: xgboost.spark loads and scores it through the SparkContext, which a "
+            "Spark Connect client does not have; use a classic session (or register a gbt model)"
+        )
     return PipelineModel.load(str((local / SPARKML).resolve()))

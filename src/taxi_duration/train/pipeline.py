@@ -54,7 +54,8 @@ def xgboost_workers(params: TrainParams) -> int:
 def _xgboost(params: TrainParams) -> SparkXGBRegressor:
     """SparkXGBRegressor on the assembled vector: NULL features arrive as NaN, XGBoost's `missing` (the default),
     and go to each split's learned default side. num_workers (barrier tasks, at most the task slots) defaults to the
-    session's default parallelism; training logs are off (`verbose`)."""
+    session's default parallelism; training logs are off (`verbose`). Its model scores in Spark through
+    xgboost.spark's pandas UDF (the one Python UDF of the pipeline, XGBoost's own; the API uses the JSON export)."""
     try:
         from xgboost.spark import SparkXGBRegressor
     except ImportError:
