@@ -159,16 +159,17 @@ def measure(workspace: Path, gbt: dict[str, Any], kind: str = "gbt") -> dict[str
 
 def render(result: dict[str, Any]) -> str:
     r = result["results"]
+    kind = "GBT" if r.get("kind", "gbt") == "gbt" else r["kind"]
     lines = [
         START,
         f"Measured {result['measured_at']} on {result['machine']}: `python benchmarks/model_quality.py`.",
         f"Train: real yellow trips 2018-01..09 ({r['rows']['train']:,}), validation 2018-10..12 "
-        f"({r['rows']['validation']:,}); {r.get('kind', 'gbt')} `{json.dumps(r['gbt'])}` "
+        f"({r['rows']['validation']:,}); {kind} `{json.dumps(r['gbt'])}` "
         f"({r['gbt_fit_seconds']} s to fit here); "
         f"{r['pairs']:,} zone pairs in the travel-time table. RMSLE on minutes (what `train` reports and promotion "
         "compares); the model's RMSLE on seconds (Kaggle's definition) in brackets.",
         "",
-        "| regime | rows | model (one for all) | zone-pair baseline | model / baseline | GBT for this regime only "
+        f"| regime | rows | model (one for all) | zone-pair baseline | model / baseline | {kind} for this regime only "
         "| HistGradientBoosting, same rows | HistGradientBoosting for this regime only |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
