@@ -31,7 +31,7 @@ ENV = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
 
 def _cli(workspace: Path, *args: str, config: Path | None = None, tracking_uri: str | None = None) -> list[str]:
     command = [CLI, "--workspace", str(workspace)]
-    command += ["--config", str(config)] if config else []
+    command += ["--config", str(config.resolve())] if config else []
     command += ["--tracking-uri", tracking_uri] if tracking_uri else []
     return [*command, *args, "--json"]
 
@@ -62,7 +62,9 @@ def train_once(workspace: Path, kind: str, repeat: int, config: Path | None) -> 
     store = workspace / "mlflow-runs" / f"{kind}-{repeat}-{datetime.now():%H%M%S}"
     store.mkdir(parents=True, exist_ok=True)
     tracking = f"sqlite:///{(store / 'mlflow.db').resolve()}"
-    measured = run_measured(_cli(workspace, "train", "--model", kind, config=config, tracking_uri=tracking), env=ENV)
+    # run in the store's folder: a SQLite tracking URI of one's own puts the artifacts in ./mlruns
+    command = _cli(workspace.resolve(), "train", "--model", kind, config=config, tracking_uri=tracking)
+    measured = run_measured(command, env=ENV, cwd=store)
     if measured.returncode != 0:
         raise SystemExit(f"train --model {kind} failed: {measured.stderr[-3000:]}")
     result = _last_json(measured.stdout)
