@@ -273,7 +273,10 @@ def test_xgboost_export_is_xgboost_s_trees_as_json(
     shutil.copytree(saved, tampered)
     (meta,) = tampered.glob("stages/2_*/metadata/part-*")
     stage_meta = json.loads(meta.read_text(encoding="utf-8"))
-    meta.write_text(json.dumps({**stage_meta, "serialized_callbacks": "gASV"}) + "\n", encoding="utf-8")
+    # the key spelt with a JSON escape, as a crafted file could: the same key to xgboost.spark's reader
+    line = json.dumps({**stage_meta, "serialized_callbacks": "gASV"}).replace("_callbacks", "\\u005fcallbacks")
+    assert "serialized_callbacks" not in line and json.loads(line)["serialized_callbacks"] == "gASV"
+    meta.write_text(line + "\n", encoding="utf-8")
     with pytest.raises(ExportError, match="pickled callbacks"):
         export_model(tampered, tmp_path / "out", "m", "1")
     with pytest.raises(TaxiDurationError, match="serialized_callbacks"):

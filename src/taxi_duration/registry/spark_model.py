@@ -9,6 +9,7 @@ artifact, `mlflow.spark.load_model` can load either in classic mode, and the JVM
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -107,15 +108,32 @@ def log_spark_model(model: PipelineModel, spark: SparkSession, artifact_path: st
 PICKLED_METADATA_KEYS = ("serialized_callbacks",)
 
 
+def _stage_metadata(pipeline: Path) -> list[dict]:
+    """Every line of the stages' metadata files, parsed as the readers parse them (JSON: a key spelt with escapes
+    is the same key)."""
+    found = []
+    for part in sorted(pipeline.glob("stages/*/metadata/part-*")):
+        for line in part.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                raise TaxiDurationError(f"{part}: stage metadata that is not a JSON object; not loaded")
+            found.append(data)
+    return found
+
+
 def refuse_pickled_stages(pipeline: Path) -> None:
     """Raise if a stage's metadata of the saved PipelineModel at `pipeline` holds something its reader unpickles."""
-    for part in sorted(pipeline.glob("stages/*/metadata/part-*")):
-        text = part.read_text(encoding="utf-8", errors="replace")
-        found = [key for key in PICKLED_METADATA_KEYS if f'"{key}"' in text]
+    for metadata in _stage_metadata(pipeline):
+        found = [key for key in PICKLED_METADATA_KEYS if key in metadata]
         if found:
             raise TaxiDurationError(
-                f"{part.parent.parent}: its metadata carries {', '.join(found)} (pickled Python objects); "
-                "not loaded: this project loads no pickles"
+                f"{pipeline}: the metadata of stage {metadata.get('uid')} carries {', '.join(found)} (pickled "
+                "Python objects); not loaded: this project loads no pickles"
             )
 
 
@@ -129,7 +147,7 @@ def load_spark_model(model_uri: str, spark: SparkSession) -> PipelineModel:
     if not is_connect(spark):
         return mlflow.spark.load_model(str(local))
     if any(
-        '"xgboost.spark.' in part.read_text(errors="replace") for part in local.glob("sparkml/stages/*/metadata/part-*")
+        str(metadata.get("class", "")).startswith("xgboost.spark.") for metadata in _stage_metadata(local / SPARKML)
     ):
         raise TaxiDurationError(
             f"{model_uri} is an XGBoost model: xgboost.spark loads and scores it through the SparkContext, which a "
