@@ -11,9 +11,10 @@ the default GBT settings of pipeline.yaml) and reports, for each regime (`record
   same masked rows, and trained for one regime only;
 plus JFK (132) -> Times Square (230) on a weekday at 08:30 with zones only.
 
-Usage: python benchmarks/model_quality.py [--gbt '{"maxIter": 60}'] [--label NAME]
-Writes benchmarks/results/model-quality-<timestamp>.json and the section of docs/model_quality.md between the
-model-quality markers.
+Usage: python benchmarks/model_quality.py [--gbt '{"maxIter": 60}'] [--kind xgboost [--xgboost '{...}']]
+Writes benchmarks/results/model-quality-<timestamp>.json and (GBT only) the section of docs/model_quality.md between
+the model-quality markers. `--kind xgboost` measures XGBoost's Spark estimator the same way (its settings in the
+`gbt` fields of the result, the kind in `kind`) and leaves the docs as they are.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def rmsle(predicted_minutes: np.ndarray, actual_minutes: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.log1p(predicted_minutes) - np.log1p(actual_minutes)) ** 2)))
 
 
-def measure(workspace: Path, gbt: dict[str, Any]) -> dict[str, Any]:
+def measure(workspace: Path, gbt: dict[str, Any], kind: str = "gbt") -> dict[str, Any]:
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -83,7 +84,7 @@ def measure(workspace: Path, gbt: dict[str, Any]) -> dict[str, Any]:
     spark = get_spark(Settings(workspace=workspace), "model-quality-benchmark")
     defaults = load_params()
     params = defaults.model_copy(
-        update={"train": defaults.train.model_copy(update={"gbt": {**defaults.train.gbt, **gbt}})}
+        update={"train": defaults.train.model_copy(update={kind: {**getattr(defaults.train, kind), **gbt}})}
     )
     trips = spark.read.parquet(str(workspace / "lakehouse" / "trips")).filter(
         "pickup_datetime >= '2018-01-01' AND pickup_datetime < '2019-01-01'"
@@ -100,17 +101,18 @@ def measure(workspace: Path, gbt: dict[str, Any]) -> dict[str, Any]:
             update={"train": params.train.model_copy(update={"masked_distance_fraction": fraction})}
         )
 
-    results: dict[str, Any] = {"rows": rows, "gbt": params.train.gbt, "pairs": len(travel_times.pairs)}
+    settings = getattr(params.train, kind)
+    results: dict[str, Any] = {"rows": rows, "kind": kind, "gbt": settings, "pairs": len(travel_times.pairs)}
     started = time.perf_counter()
-    model, _ = fit_model(train, "gbt", params, False, travel_times)
+    model, _ = fit_model(train, kind, params, False, travel_times)
     results["gbt_fit_seconds"] = round(time.perf_counter() - started, 1)
     results["model"] = metrics_by_regime(model, valid_b)
     # the same GBT trained for one regime only: every distance kept, or every distance hidden
-    recorded_only, _ = fit_model(train, "gbt", with_mask(0.0), False, travel_times)
+    recorded_only, _ = fit_model(train, kind, with_mask(0.0), False, travel_times)
     results["gbt_recorded_only"] = metrics_by_regime(recorded_only, valid_b)["recorded_distance"]
     zones_params = with_mask(0.0)
     zones_train = mask_distance(train, 1.0, 0)  # all hidden; the table is built before masking, as in train
-    zones_only, _ = fit_model(zones_train, "gbt", zones_params, False, travel_times)
+    zones_only, _ = fit_model(zones_train, kind, zones_params, False, travel_times)
     results["gbt_zones_only"] = metrics_by_regime(zones_only, valid_b)["zones_only"]
 
     # JFK -> Times Square, a Wednesday at 08:30, zones only
@@ -157,15 +159,17 @@ def measure(workspace: Path, gbt: dict[str, Any]) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     r = result["results"]
+    kind = "GBT" if r.get("kind", "gbt") == "gbt" else r["kind"]
     lines = [
         START,
         f"Measured {result['measured_at']} on {result['machine']}: `python benchmarks/model_quality.py`.",
         f"Train: real yellow trips 2018-01..09 ({r['rows']['train']:,}), validation 2018-10..12 "
-        f"({r['rows']['validation']:,}); GBT `{json.dumps(r['gbt'])}` ({r['gbt_fit_seconds']} s to fit here); "
+        f"({r['rows']['validation']:,}); {kind} `{json.dumps(r['gbt'])}` "
+        f"({r['gbt_fit_seconds']} s to fit here); "
         f"{r['pairs']:,} zone pairs in the travel-time table. RMSLE on minutes (what `train` reports and promotion "
         "compares); the model's RMSLE on seconds (Kaggle's definition) in brackets.",
         "",
-        "| regime | rows | model (one for all) | zone-pair baseline | model / baseline | GBT for this regime only "
+        f"| regime | rows | model (one for all) | zone-pair baseline | model / baseline | {kind} for this regime only "
         "| HistGradientBoosting, same rows | HistGradientBoosting for this regime only |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -197,6 +201,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workspace", type=Path, default=REPO / "workspace" / "bench" / "model-quality")
     parser.add_argument("--gbt", default="{}", help="GBT settings over pipeline.yaml's, as JSON")
+    parser.add_argument("--kind", default="gbt", choices=["gbt", "xgboost"], help="the model kind measured")
+    parser.add_argument("--xgboost", default="{}", help="with --kind xgboost: its settings over pipeline.yaml's")
     parser.add_argument("--no-docs", action="store_true", help="print and save, leave the docs as they are")
     args = parser.parse_args()
     args.workspace.mkdir(parents=True, exist_ok=True)
@@ -206,13 +212,13 @@ def main() -> None:
         "machine": machine(),
         "load_average": os.getloadavg(),
         "ingested": {k: ingested[k] for k in ("rows_in", "rows_clean", "rows_quarantined")},
-        "results": measure(args.workspace, json.loads(args.gbt)),
+        "results": measure(args.workspace, json.loads(args.xgboost if args.kind == "xgboost" else args.gbt), args.kind),
     }
     out = REPO / "benchmarks" / "results" / f"model-quality-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     section = render(result)
     print(section)
-    if not args.no_docs:
+    if not args.no_docs and args.kind == "gbt":
         replace_doc_section(DOC, START, END, section)
     print(f"saved {out}")
 

@@ -116,6 +116,20 @@ def test_secure_defaults_and_clear_errors(connect: ConnectServerInfo, workspace:
     assert len(nobody.stderr.strip().splitlines()) == 1
 
 
+def test_xgboost_is_refused_in_one_line_under_connect(connect: ConnectServerInfo, workspace: Path) -> None:
+    (workspace / "fast.yaml").write_text(FAST)
+    remote = Path(str(connect.url_file)).read_text().strip()
+    refused = cli(workspace, "train", "--model", "xgboost", "--json", remote=remote)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: --model xgboost: XGBoost's Spark estimator needs a classic session (local, standalone or "
+        "spark-submit); under Spark Connect use --model gbt"
+    ]
+    message = refused.stderr.strip().removeprefix("error: ")
+    assert json.loads(refused.stdout.strip().splitlines()[-1]) == {"error": message, "code": 2}
+    assert not (workspace / "mlflow.db").exists()  # refused before any work: no MLflow store opened
+
+
 def test_pipeline_over_connect_logs_to_the_mlflow_server(
     connect: ConnectServerInfo, mlflow_server: str, workspace: Path, spark: SparkSession
 ) -> None:

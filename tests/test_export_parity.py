@@ -41,6 +41,8 @@ KINDS: dict[ModelKind, dict[str, Any]] = {
     "gbt": {"gbt": {"maxIter": 5, "maxDepth": 4}},
     "rf": {"rf": {"numTrees": 5, "maxDepth": 4}},
     "linear": {"linear": {"maxIter": 20, "regParam": 0.01}},
+    # num_workers left to the session (2 barrier tasks on local[2])
+    "xgboost": {"xgboost": {"n_estimators": 8, "max_depth": 4, "learning_rate": 0.3}},
 }
 
 
@@ -242,6 +244,44 @@ def test_exported_file_is_plain_json(exported: dict[str, tuple[ExportedModel, di
     rf, _, _ = exported["rf"]
     assert rf.feature_columns == ("distance", "pickup_hour", "pickup_weekday")
     assert rf.info()["metrics"] == {"rmsle": 0.3}
+
+
+def test_xgboost_export_is_xgboost_s_trees_as_json(
+    exported: dict[str, tuple[ExportedModel, dict[int, float], Path]], tmp_path: Path
+) -> None:
+    model, _, saved = exported["xgboost"]
+    assert model.path is not None
+    document = json.loads((model.path / MODEL_FILE).read_text(encoding="utf-8"))
+    assert document["estimator_class"] == "xgboost.spark.estimator.SparkXGBRegressorModel"
+    assert (document["tree_combine"], document["objective"], len(document["trees"])) == (
+        "sum_float32",
+        "reg:squarederror",
+        8,
+    )
+    assert document["feature_columns"] == list(FEATURE_COLUMNS) and document["max_depth"] <= 4
+    # the mean of ln(seconds) of the training trips, as a float32 (XGBoost's boost_from_average)
+    assert 5.0 < document["base_score"] < 8.0 and float(np.float32(document["base_score"])) == document["base_score"]
+    flags = [flag for tree in document["trees"] for flag in tree["missing_left"]]
+    assert len(flags) == sum(len(tree["feature"]) for tree in document["trees"])
+    # a model whose metadata carries pickled callbacks is not exported, nor loaded by the registry's loader
+    from taxi_duration.errors import TaxiDurationError
+    from taxi_duration.registry.spark_model import refuse_pickled_stages
+
+    tampered = tmp_path / "tampered"
+    import shutil
+
+    shutil.copytree(saved, tampered)
+    (meta,) = tampered.glob("stages/2_*/metadata/part-*")
+    stage_meta = json.loads(meta.read_text(encoding="utf-8"))
+    # the key spelt with a JSON escape, as a crafted file could: the same key to xgboost.spark's reader
+    line = json.dumps({**stage_meta, "serialized_callbacks": "gASV"}).replace("_callbacks", "\\u005fcallbacks")
+    assert "serialized_callbacks" not in line and json.loads(line)["serialized_callbacks"] == "gASV"
+    meta.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(ExportError, match="pickled callbacks"):
+        export_model(tampered, tmp_path / "out", "m", "1")
+    with pytest.raises(TaxiDurationError, match="serialized_callbacks"):
+        refuse_pickled_stages(tampered)
+    refuse_pickled_stages(saved)  # the model train saves is fine
 
 
 def test_export_reads_an_mlflow_spark_model_folder(

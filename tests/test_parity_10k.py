@@ -1,5 +1,6 @@
 """Parity at scale: on 10,000+ trips (the real sample plus synthetic ones, some with fields removed), the exported
-JVM-free model gives Spark's batch predictions to 1e-6 minutes, for GBT and RF with the project's default sizes."""
+JVM-free model gives Spark's batch predictions to 1e-6 minutes, for GBT, RF and XGBoost with the project's default
+sizes."""
 
 from __future__ import annotations
 
@@ -53,12 +54,16 @@ def trips(spark: SparkSession, data_dir: Path) -> DataFrame:
     return with_gaps.persist()
 
 
-@pytest.mark.parametrize("kind", ["gbt", "rf"])
+@pytest.mark.parametrize("kind", ["gbt", "rf", "xgboost"])
 def test_exported_equals_spark_on_10k_trips(spark: SparkSession, trips: DataFrame, kind, tmp_path: Path) -> None:
     # the path `train` runs: travel-time table, out-of-fold rows, masked distances
     # the default depths (where parity is hardest: many splits), fewer trees (each tree is checked the same way)
     defaults = load_params()
-    fewer = {"gbt": {**defaults.train.gbt, "maxIter": 10}, "rf": {**defaults.train.rf, "numTrees": 10}}
+    fewer = {
+        "gbt": {**defaults.train.gbt, "maxIter": 10},
+        "rf": {**defaults.train.rf, "numTrees": 10},
+        "xgboost": {**defaults.train.xgboost, "n_estimators": 30},
+    }
     params = defaults.model_copy(update={"train": defaults.train.model_copy(update=fewer)})
     labeled = trips.transform(with_label)
     model, _ = fit_model(labeled, kind, params, False, build_travel_times(labeled, 3))

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from taxi_duration.errors import ConfigError
 
-ModelKind = Literal["gbt", "rf", "linear"]
+ModelKind = Literal["gbt", "rf", "linear", "xgboost"]
 
 
 class _Strict(BaseModel):
@@ -56,6 +56,8 @@ class TrainParams(_Strict):
     gbt: dict[str, Any] = Field(default_factory=dict)
     rf: dict[str, Any] = Field(default_factory=dict)
     linear: dict[str, Any] = Field(default_factory=dict)
+    # SparkXGBRegressor's snake_case parameters; num_workers absent or null: one per core of the session
+    xgboost: dict[str, Any] = Field(default_factory=dict)
     tune: TuneParams = Field(default_factory=lambda: TuneParams())
     promote_metric: Literal["rmsle", "rmse_minutes", "mae_minutes"] = "rmsle"
     # share of training trips whose recorded distance is hidden, so one model serves every regime

@@ -110,9 +110,10 @@ def run_measured(
     interval: float = 0.2,
     memory_cap_bytes: int | None = None,
     timeout: float | None = None,
+    cwd: Path | None = None,
 ) -> Measured:
-    """Run to completion, sampling the tree's RSS every `interval` seconds (and, at the peak, which processes
-    held it)."""
+    """Run to completion (in `cwd`, if given), sampling the tree's RSS every `interval` seconds (and, at the peak,
+    which processes held it)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         command,
@@ -120,6 +121,7 @@ def run_measured(
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        cwd=cwd,
         preexec_fn=address_space_cap(memory_cap_bytes) if memory_cap_bytes else None,
     )
     # one sample now, from this thread: a short child under load could otherwise end before the sampler thread

@@ -122,7 +122,11 @@ def _print_metrics(console: Console, result: Any) -> None:
 def train(
     ctx: typer.Context,
     model: Annotated[
-        str | None, typer.Option(help="gbt (default), rf (classic distance/hour/day_of_week RF) or linear.")
+        str | None,
+        typer.Option(
+            help="gbt (default), rf (classic distance/hour/day_of_week RF), linear or xgboost (XGBoost's Spark "
+            "estimator; classic sessions only, not Spark Connect)."
+        ),
     ] = None,
     tune: Annotated[bool, typer.Option("--tune", help="Search the parameter grid (TrainValidationSplit).")] = False,
     sample_fraction: Annotated[
@@ -138,18 +142,20 @@ def train(
     from taxi_duration.lakehouse import read_trips
     from taxi_duration.tracking import configure_mlflow, mlflow_ui_command
     from taxi_duration.train.job import run_train
+    from taxi_duration.train.pipeline import refuse_on_connect
 
     console = _console(as_json)
     settings: Settings = ctx.obj.settings
     params = _params(settings)
     kind = model or params.train.model
     if kind not in get_args(ModelKind):
-        raise ConfigError(f"--model: expected gbt, rf or linear, found '{kind}'")
+        raise ConfigError(f"--model: expected gbt, rf, linear or xgboost, found '{kind}'")
     if sample_fraction is not None:
         params = params.model_copy(
             update={"train": params.train.model_copy(update={"sample_fraction": sample_fraction})}
         )
     spark = _spark(settings)
+    refuse_on_connect(kind, spark)
     experiment_id = configure_mlflow(settings)
     trips = read_trips(spark, settings.trips_path)
     data_info: dict[str, Any] = {"trips_path": str(settings.trips_path)}
@@ -261,7 +267,7 @@ def report(
 def demo(
     ctx: typer.Context,
     rows: Annotated[int, typer.Option(min=1000, help="Synthetic trips to generate.")] = 1_000_000,
-    model: Annotated[str, typer.Option(help="gbt, rf or linear.")] = "gbt",
+    model: Annotated[str, typer.Option(help="gbt, rf, linear or xgboost.")] = "gbt",
     as_json: JsonOption = False,
 ) -> None:
     """End to end on the embedded default: generate, ingest (plus the real TLC sample), train, score, report."""

@@ -9,6 +9,7 @@ artifact, `mlflow.spark.load_model` can load either in classic mode, and the JVM
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -102,11 +103,54 @@ def log_spark_model(model: PipelineModel, spark: SparkSession, artifact_path: st
     return f"runs:/{run.info.run_id}/{artifact_path}"
 
 
+# xgboost.spark's reader unpickles (cloudpickle) the callbacks its writer put in a stage's metadata; this project
+# never sets callbacks, so a model carrying them was not written by it and is not loaded
+PICKLED_METADATA_KEYS = ("serialized_callbacks",)
+
+
+def _stage_metadata(pipeline: Path) -> list[dict]:
+    """Every line of the stages' metadata files, parsed as the readers parse them (JSON: a key spelt with escapes
+    is the same key)."""
+    found = []
+    for part in sorted(pipeline.glob("stages/*/metadata/part-*")):
+        for line in part.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                raise TaxiDurationError(f"{part}: stage metadata that is not a JSON object; not loaded")
+            found.append(data)
+    return found
+
+
+def refuse_pickled_stages(pipeline: Path) -> None:
+    """Raise if a stage's metadata of the saved PipelineModel at `pipeline` holds something its reader unpickles."""
+    for metadata in _stage_metadata(pipeline):
+        found = [key for key in PICKLED_METADATA_KEYS if key in metadata]
+        if found:
+            raise TaxiDurationError(
+                f"{pipeline}: the metadata of stage {metadata.get('uid')} carries {', '.join(found)} (pickled "
+                "Python objects); not loaded: this project loads no pickles"
+            )
+
+
 def load_spark_model(model_uri: str, spark: SparkSession) -> PipelineModel:
-    """Load a logged Spark model (either kind of log above) as a PipelineModel for this session."""
-    if not is_connect(spark):
-        return mlflow.spark.load_model(model_uri)
+    """Load a logged Spark model (either kind of log above) as a PipelineModel for this session; the files are
+    downloaded and checked first (`refuse_pickled_stages`)."""
     folder = _transfer_dir()
     # stays until the workspace tmp is cleaned: Spark may read model data lazily while the session lives
     local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder)))
+    refuse_pickled_stages(local / SPARKML)
+    if not is_connect(spark):
+        return mlflow.spark.load_model(str(local))
+    if any(
+        str(metadata.get("class", "")).startswith("xgboost.spark.") for metadata in _stage_metadata(local / SPARKML)
+    ):
+        raise TaxiDurationError(
+            f"{model_uri} is an XGBoost model: xgboost.spark loads and scores it through the SparkContext, which a "
+            "Spark Connect client does not have; use a classic session (or register a gbt model)"
+        )
     return PipelineModel.load(str((local / SPARKML).resolve()))

@@ -33,12 +33,22 @@ def node_count(trees: Sequence[Mapping[str, Any]]) -> int:
     return sum(len(tree["feature"]) for tree in trees)
 
 
-def source(trees: Sequence[Mapping[str, Any]], weights: Sequence[float], features: int) -> str:
-    """The function's source: `score(x)` over a sequence of `features` floats, the sum of the weighted leaves."""
+def source(
+    trees: Sequence[Mapping[str, Any]],
+    weights: Sequence[float],
+    features: int,
+    *,
+    missing_left: Sequence[Sequence[bool]] | None = None,
+    leaves: bool = False,
+) -> str:
+    """The function's source: `score(x)` over a sequence of `features` floats, the sum of the weighted leaves.
+
+    XGBoost's trees (`xgboost_trees`): `missing_left[tree][node]` sends NaN left at that node (`x <= t or x != x`),
+    and with `leaves` the function returns the leaf values in tree order, for the caller to add in float32."""
     lines = ["def score(x):"]
     names = [f"x{i}" for i in range(features)]
     lines.append(f"    {', '.join(names)}{',' if features == 1 else ''} = x")
-    lines.append("    t = 0.0")
+    lines.append("    t = []\n    a = t.append" if leaves else "    t = 0.0")
     for number, (tree, weight) in enumerate(zip(trees, weights, strict=True)):
         feature, threshold = tree["feature"], tree["threshold"]
         left, right, value = tree["left"], tree["right"], tree["value"]
@@ -54,11 +64,14 @@ def source(trees: Sequence[Mapping[str, Any]], weights: Sequence[float], feature
                 lines.append(pad[:-4] + prefix)
             f = int(feature[node])
             if f < 0:
-                lines.append(f"{pad}t += {_literal(float(weight) * float(value[node]))}")
+                leaf = _literal(float(weight) * float(value[node]))
+                lines.append(f"{pad}a({leaf})" if leaves else f"{pad}t += {leaf}")
                 continue
             if f >= features:
                 raise ValueError(f"a split on feature {f}, but the model has {features} features")
-            lines.append(f"{pad}if {names[f]} <= {_literal(float(threshold[node]))}:")
+            nan_left = missing_left is not None and bool(missing_left[number][node])
+            either = f" or {names[f]} != {names[f]}" if nan_left else ""
+            lines.append(f"{pad}if {names[f]} <= {_literal(float(threshold[node]))}{either}:")
             # the right branch is emitted after the left one: pushed first, popped last
             stack.append((int(right[node]), indent + 1, "else:"))
             stack.append((int(left[node]), indent + 1, ""))

@@ -12,6 +12,10 @@ text; the fitted numbers are Parquet, read here with pyarrow:
   (treeID, metadata JSON, weight); Spark 4 names the columns _1, _2, _3.
 - linear regression: `data/` has intercept, coefficients (an ML vector struct: type 1 dense values, type 0 sparse
   size/indices/values) and scale (Huber only); prediction = coefficients . features + intercept.
+- XGBoost (`xgboost.spark` SparkXGBRegressorModel): `model/part-*` is XGBoost's own JSON model, converted by
+  `xgboost_trees` (thresholds for `<=`, the side NaN takes per node, base_score, float32 sums). Its metadata may
+  carry cloudpickled callbacks (`serialized_callbacks`), which xgboost.spark's reader would unpickle: the export
+  reads only the JSON parameters and the JSON model, and refuses a model whose metadata carries them.
 
 The export is JSON only (no pickle): model kind, feature columns in assembler order, trees as flat arrays indexed
 by node id, tree weights and how they combine (GBT: weighted sum, RF: mean), or intercept and coefficients; model
@@ -38,6 +42,7 @@ from taxi_duration.features.definitions import FEATURE_COLUMNS, feature_sql, tra
 from taxi_duration.serve.champion import EXPORTED_ARTIFACT
 from taxi_duration.serve.feature_tables import FeatureTables
 from taxi_duration.serve.predictor import log_exported_pyfunc
+from taxi_duration.serve.xgboost_trees import XGBoostModelError, read_booster_json
 
 FORMAT = "taxi-duration-exported-model"
 FORMAT_VERSION = 1
@@ -46,11 +51,12 @@ MODEL_FILE = "model.json"
 GBT_CLASS = "org.apache.spark.ml.regression.GBTRegressionModel"
 RF_CLASS = "org.apache.spark.ml.regression.RandomForestRegressionModel"
 LINEAR_CLASS = "org.apache.spark.ml.regression.LinearRegressionModel"
+XGBOOST_CLASS = "xgboost.spark.estimator.SparkXGBRegressorModel"  # saved by xgboost.spark's own writer
 SQL_CLASS = "org.apache.spark.ml.feature.SQLTransformer"
 ASSEMBLER_CLASS = "org.apache.spark.ml.feature.VectorAssembler"
 # the JVM writes the first; pyspark's own writer (used under Spark Connect) the second, with the same layout
 PIPELINE_CLASSES = ("org.apache.spark.ml.PipelineModel", "pyspark.ml.pipeline.PipelineModel")
-KINDS = {GBT_CLASS: "gbt", RF_CLASS: "rf", LINEAR_CLASS: "linear"}
+KINDS = {GBT_CLASS: "gbt", RF_CLASS: "rf", LINEAR_CLASS: "linear", XGBOOST_CLASS: "xgboost"}
 PYFUNC_ARTIFACT = "exported_model"  # the logged MLflow pyfunc model wrapping the export
 
 
@@ -198,6 +204,31 @@ def _linear(stage: Path, num_features: int) -> dict[str, Any]:
     }
 
 
+def _xgboost(stage: Path, metadata: Mapping[str, Any], num_features: int) -> dict[str, Any]:
+    """A SparkXGBRegressorModel stage: XGBoost's JSON model, its lines joined back as xgboost.spark's reader does."""
+    if "serialized_callbacks" in metadata or "init_booster" in metadata:
+        raise ExportError(f"{stage}: the model's metadata carries pickled callbacks or a start booster; not exported")
+    missing, sparse = _param(metadata, "missing"), _param(metadata, "enable_sparse_data_optim")
+    if not (isinstance(missing, float) and math.isnan(missing)) or sparse:
+        raise ExportError(f"{stage}: missing={missing}, enable_sparse_data_optim={sparse}; only NaN as missing exports")
+    parts = sorted((stage / "model").glob("part-*"))
+    if not parts:
+        raise ExportError(f"{stage}: no XGBoost model (model/part-*)")
+    text = "".join(part.read_text(encoding="utf-8").replace("\r", "").replace("\n", "") for part in parts)
+    try:
+        booster = read_booster_json(text, num_features)
+    except XGBoostModelError as exc:
+        raise ExportError(f"{stage}: {exc}") from None
+    trees = booster["trees"]
+    return {
+        "trees": trees,
+        "tree_weights": [1.0] * len(trees),
+        "tree_combine": "sum_float32",  # base_score + leaves, added in float32 in tree order
+        "base_score": booster["base_score"],
+        "objective": booster["objective"],
+    }
+
+
 def read_pipeline(model_dir: str | Path) -> dict[str, Any]:
     """The exportable content of a saved feature -> assembler -> regressor PipelineModel (no model name yet)."""
     pipeline = _pipeline_folder(Path(model_dir))
@@ -211,7 +242,7 @@ def read_pipeline(model_dir: str | Path) -> dict[str, Any]:
     if len(metas) != 3 or classes[0] != SQL_CLASS or classes[1] != ASSEMBLER_CLASS or classes[2] not in KINDS:
         raise ExportError(
             f"{pipeline}: stages {classes}; expected SQLTransformer -> VectorAssembler -> "
-            "GBTRegressionModel | RandomForestRegressionModel | LinearRegressionModel"
+            "GBTRegressionModel | RandomForestRegressionModel | LinearRegressionModel | SparkXGBRegressorModel"
         )
     sql_meta, assembler_meta, model_meta = metas
     statement = str(_param(sql_meta, "statement"))
@@ -243,6 +274,9 @@ def read_pipeline(model_dir: str | Path) -> dict[str, Any]:
     }
     if kind == "linear":
         content["linear"] = _linear(stages[2], len(columns))
+    elif kind == "xgboost":
+        content.update(_xgboost(stages[2], model_meta, len(columns)))
+        content["max_depth"] = max(_depth(tree) for tree in content["trees"])
     else:
         trees = _trees(stages[2], len(columns))
         num_trees = model_meta.get("numTrees", len(trees))

@@ -29,6 +29,7 @@ from taxi_duration.regimes import Regime, regime_of
 from taxi_duration.serve.compiled_trees import compile_trees
 from taxi_duration.serve.feature_tables import FeatureTables
 from taxi_duration.serve.online_features import batch_features, trip_features
+from taxi_duration.serve.xgboost_trees import scorers as xgboost_scorers
 
 MODEL_FILE = "model.json"
 FORMAT = "taxi-duration-exported-model"
@@ -134,6 +135,12 @@ class ExportedModel:
             self._init_linear(document["linear"])
         elif self.kind in ("gbt", "rf"):
             self._init_trees(document)
+        elif self.kind == "xgboost":  # float32 sums, NaN to each node's side (xgboost_trees)
+            try:
+                scored = xgboost_scorers(document["trees"], float(document["base_score"]), len(self._index))
+            except ValueError as exc:
+                raise ExportedModelError(f"{path or 'document'}: {exc}") from None
+            self._score, self._score_matrix = scored
         else:
             raise ExportedModelError(f"{path or 'document'}: unknown model kind {self.kind!r}")
 

@@ -54,7 +54,14 @@ from taxi_duration.train.evaluate import (
     with_baseline_prediction,
     zone_pair_medians,
 )
-from taxi_duration.train.pipeline import PREDICTION, model_stages, param_grid, with_feature_stage
+from taxi_duration.train.pipeline import (
+    PREDICTION,
+    model_stages,
+    param_grid,
+    refuse_on_connect,
+    with_feature_stage,
+    xgboost_workers,
+)
 from taxi_duration.train.run_log import log_regimes, log_run
 from taxi_duration.train.split import cutoff_micros, time_split
 from taxi_duration.train.travel_times import travel_times_with_out_of_fold, with_out_of_fold
@@ -156,6 +163,13 @@ def one_partition_per_core(df: DataFrame) -> DataFrame:
     return df if is_connect(spark) else df.coalesce(spark.sparkContext.defaultParallelism)
 
 
+def one_partition_per_worker(df: DataFrame, workers: int) -> DataFrame:
+    """XGBoost's input: one partition per barrier task, by a hash of trip_id and in trip order (the same rows in
+    the same order on every run). A shuffle, not a coalesce: a barrier stage refuses an RDD chain that changes the
+    number of partitions (SPARK-24820), and xgboost.spark would otherwise repartition it itself."""
+    return df.repartition(workers, "trip_id").sortWithinPartitions("trip_id")
+
+
 def fit_model(
     train: DataFrame,
     kind: ModelKind,
@@ -168,7 +182,12 @@ def fit_model(
     """Fit assembler + regressor on the out-of-fold features (of a `fraction` of the trips); with `tune`, search
     the grid with TrainValidationSplit or CrossValidator. The result carries the feature SQL with the whole table
     embedded."""
-    featured = one_partition_per_core(training_features(train, travel_times, params, fraction, with_table))
+    refuse_on_connect(kind, train.sparkSession)
+    featured = training_features(train, travel_times, params, fraction, with_table)
+    if kind == "xgboost":
+        featured = one_partition_per_worker(featured, xgboost_workers(params.train))
+    else:
+        featured = one_partition_per_core(featured)
     featured = featured.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         pipeline = model_stages(kind, params.train)
@@ -177,6 +196,8 @@ def fit_model(
         grid = param_grid(pipeline, kind, params.train)
         evaluator = RegressionEvaluator(labelCol=LABEL, predictionCol=PREDICTION, metricName="rmse")
         tune_params = params.train.tune
+        # XGBoost fits in barrier tasks that take every task slot: two grid points at once would wait on each other
+        parallelism = 1 if kind == "xgboost" else tune_params.parallelism
         searcher: TrainValidationSplit | CrossValidator
         if tune_params.method == "cross_validator":
             searcher = CrossValidator(
@@ -184,7 +205,7 @@ def fit_model(
                 estimatorParamMaps=grid,
                 evaluator=evaluator,
                 numFolds=tune_params.num_folds,
-                parallelism=tune_params.parallelism,
+                parallelism=parallelism,
                 seed=params.train.seed,
             )
         else:
@@ -193,7 +214,7 @@ def fit_model(
                 estimatorParamMaps=grid,
                 evaluator=evaluator,
                 trainRatio=0.8,
-                parallelism=tune_params.parallelism,
+                parallelism=parallelism,
                 seed=params.train.seed,
             )
         search = searcher.fit(featured)
@@ -256,6 +277,7 @@ def run_train(
 
     Everything the version needs is logged and loaded back before it is registered; the champion alias moves
     last. Trains killed earlier are finished or undone first (registry/promotion.py)."""
+    refuse_on_connect(kind, trips.sparkSession)
     train_params = params.train
     aliases = params.registry
     client = MlflowClient()

@@ -101,4 +101,9 @@ def _importances(model: PipelineModel, kind: ModelKind) -> list[float]:
     last = model.stages[-1]
     if kind == "linear":
         return [abs(float(c)) for c in last.coefficients]  # type: ignore[attr-defined]
+    if kind == "xgboost":  # total gain per feature, keyed f0, f1, ... in assembler order; shares as MLlib's are
+        gains = last.get_booster().get_score(importance_type="total_gain")  # type: ignore[attr-defined]
+        values = [float(gains.get(f"f{i}", 0.0)) for i in range(len(feature_columns(kind)))]
+        total = sum(values) or 1.0
+        return [v / total for v in values]
     return [float(v) for v in last.featureImportances.toArray()]  # type: ignore[attr-defined]
