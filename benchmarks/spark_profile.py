@@ -1,7 +1,7 @@
 """Where the time of ingest, train and report goes, from Spark's own event log: each command run through the real
 CLI on generated trips with `spark.eventLog.enabled`, then its log read by `taxi_duration.bench.eventlog`.
 
-    python benchmarks/profile.py --rows 10000000 [--stages ingest,train,report] [--workspace WS] [--no-doc]
+    python benchmarks/spark_profile.py --rows 10000000 [--stages ingest,train,report] [--workspace WS] [--no-doc]
         [--baseline REV [--repeats N]]
 
 Per command: the process's wall time and peak memory; of the Spark application's time, how much ran inside jobs
