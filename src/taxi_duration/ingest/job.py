@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from taxi_duration import lakehouse
 from taxi_duration.errors import ConfigError, TaxiDurationError
@@ -65,15 +66,15 @@ class ReconciliationError(TaxiDurationError):
     exit_code = 3
 
 
-Planned = list[tuple[Source, list[str], TripFormat]]
+Planned = list[tuple[Source, StructType, TripFormat]]
 
 
 def plan_sources(spark: SparkSession, paths: list[str]) -> Planned:
     """Every input with its columns and format, checked before anything is written."""
     planned = []
     for source in expand_sources(paths):
-        columns = read_header(spark, source)
-        planned.append((source, columns, detect_format(columns, source.path)))
+        header = read_header(spark, source)
+        planned.append((source, header, detect_format(header.fieldNames(), source.path)))
     return planned
 
 
@@ -85,8 +86,8 @@ def classified_frame(spark: SparkSession, planned: Planned, quality: QualityPara
     block: each write then classifies in a single narrow pass over the input instead of counting them again
     (docs/benchmarks.md, "Where the time goes")."""
     numbered = [
-        read_raw(spark, source, columns).transform(to_canonical(fmt, source)).transform(with_row_number)
-        for source, columns, fmt in planned
+        read_raw(spark, source, header).transform(to_canonical(fmt, source)).transform(with_row_number)
+        for source, header, fmt in planned
     ]
     repeated: list[DataFrame] = []
     try:
@@ -102,7 +103,7 @@ def classified_frame(spark: SparkSession, planned: Planned, quality: QualityPara
 
 def _raw_row_count(spark: SparkSession, planned: Planned) -> int:
     """Rows in the inputs, counted independently of the classification (the other side of the ledger)."""
-    return sum(read_raw(spark, source, columns).count() for source, columns, _ in planned)
+    return sum(read_raw(spark, source, header).count() for source, header, _ in planned)
 
 
 def run_ingest(

@@ -113,28 +113,30 @@ def _is_data(folder: str, name: str) -> bool:
     return os.path.isdir(full) or name.lower().endswith(_DATA_SUFFIXES)
 
 
-def read_header(spark: SparkSession, source: Source) -> list[str]:
-    """Column names of a source, read cheaply (CSV header line, Parquet footer)."""
+def read_header(spark: SparkSession, source: Source) -> StructType:
+    """The columns of a source as stored, read cheaply (CSV header line: all strings; Parquet footer: its types).
+    Handed to `read_raw`, it spares every later read of the source a schema inference (a Spark job per read)."""
     try:
         if source.kind == "parquet":
-            columns = spark.read.parquet(source.path).columns
+            schema = spark.read.parquet(source.path).schema
         else:
-            columns = spark.read.option("header", True).csv(source.path).columns
+            schema = spark.read.option("header", True).csv(source.path).schema
     except (PySparkException, Py4JJavaError) as exc:  # corrupt footer, unreadable file, permissions, ...
         raise UnreadableInputError(
             f"{source.path}: cannot read as {source.kind} ({spark_error_summary(exc)})"
         ) from None
-    if not columns:
+    if not schema.fields:
         raise UnreadableInputError(f"{source.path}: empty file, expected a header line with the trip columns")
-    return columns
+    return schema
 
 
-def read_raw(spark: SparkSession, source: Source, columns: list[str]) -> DataFrame:
-    """The rows as stored. CSV values stay strings and lines with the wrong field count are kept,
-    marked in `_corrupt_record`, so the quality stage can quarantine them instead of Spark dropping them."""
+def read_raw(spark: SparkSession, source: Source, header: StructType) -> DataFrame:
+    """The rows as stored, with the columns `read_header` found. CSV values stay strings and lines with the wrong
+    field count are kept, marked in `_corrupt_record`, so the quality stage can quarantine them instead of Spark
+    dropping them."""
     if source.kind == "parquet":
-        return spark.read.parquet(source.path)
-    schema = StructType([StructField(name, StringType(), True) for name in columns])
+        return spark.read.schema(header).parquet(source.path)
+    schema = StructType([StructField(name, StringType(), True) for name in header.fieldNames()])
     schema = schema.add(StructField(CORRUPT_RECORD, StringType(), True))
     return (
         spark.read.schema(schema)
