@@ -33,6 +33,17 @@ def node_count(trees: Sequence[Mapping[str, Any]]) -> int:
     return sum(len(tree["feature"]) for tree in trees)
 
 
+def tree_depth(tree: Mapping[str, Any]) -> int:
+    """The longest path from the root to a leaf (levels a vectorised walk over a batch of rows must take)."""
+    deepest, stack = 0, [(0, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if tree["feature"][node] >= 0:
+            stack += [(int(tree["left"][node]), depth + 1), (int(tree["right"][node]), depth + 1)]
+    return deepest
+
+
 def source(
     trees: Sequence[Mapping[str, Any]],
     weights: Sequence[float],

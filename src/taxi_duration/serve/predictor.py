@@ -26,7 +26,7 @@ from taxi_duration.errors import TaxiDurationError
 from taxi_duration.features.definitions import FEATURE_COLUMNS
 from taxi_duration.features.travel_times import TravelTimes
 from taxi_duration.regimes import Regime, regime_of
-from taxi_duration.serve.compiled_trees import compile_trees
+from taxi_duration.serve.compiled_trees import compile_trees, tree_depth
 from taxi_duration.serve.feature_tables import FeatureTables
 from taxi_duration.serve.online_features import batch_features, trip_features
 from taxi_duration.serve.xgboost_trees import scorers as xgboost_scorers
@@ -68,7 +68,7 @@ class _BatchTree:
         self.right = np.where(leaf, nodes, np.asarray(tree["right"], dtype=np.int64))
         self.value = weight * np.asarray(tree["value"], dtype=np.float64)
         self.categories = {int(k): np.asarray(v, dtype=np.float64) for k, v in tree.get("left_categories", {}).items()}
-        self.depth = _depth(tree)
+        self.depth = tree_depth(tree)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         rows = np.arange(matrix.shape[0])
@@ -82,17 +82,6 @@ class _BatchTree:
                     go_left[at_node] = np.isin(values[at_node], categories)
             index = np.where(go_left, self.left[index], self.right[index])
         return self.value[index]
-
-
-def _depth(tree: Mapping[str, Any]) -> int:
-    deepest, stack = 0, [(0, 0)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if tree["feature"][node] >= 0:
-            stack.append((int(tree["left"][node]), depth + 1))
-            stack.append((int(tree["right"][node]), depth + 1))
-    return deepest
 
 
 class ExportedModel:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from taxi_duration.serve.compiled_trees import MAX_NODES, node_count, source
+from taxi_duration.serve.compiled_trees import MAX_NODES, node_count, source, tree_depth
 
 # objectives whose prediction is the raw sum of the trees (identity link): the label's scale, ln(seconds)
 IDENTITY_OBJECTIVES = ("reg:squarederror", "reg:pseudohubererror", "reg:absoluteerror")
@@ -138,7 +138,7 @@ class _Batch:
         self.right = np.where(leaf, nodes, np.asarray(tree["right"], dtype=np.int64))
         self.missing_left = np.asarray(tree["missing_left"], dtype=bool)
         self.value = np.asarray(tree["value"], dtype=np.float32)
-        self.depth = _depth(tree)
+        self.depth = tree_depth(tree)
 
     def leaves(self, matrix: np.ndarray) -> np.ndarray:
         rows = np.arange(matrix.shape[0])
@@ -148,16 +148,6 @@ class _Batch:
             go_left = (values <= self.threshold[index]) | (np.isnan(values) & self.missing_left[index])
             index = np.where(go_left, self.left[index], self.right[index])
         return self.value[index]
-
-
-def _depth(tree: Mapping[str, Any]) -> int:
-    deepest, stack = 0, [(0, 0)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if tree["feature"][node] >= 0:
-            stack += [(int(tree["left"][node]), depth + 1), (int(tree["right"][node]), depth + 1)]
-    return deepest
 
 
 def scorers(
