@@ -15,7 +15,7 @@ from pyspark.testing import assertDataFrameEqual
 from taxi_duration.errors import UnknownFormatError, UnreadableInputError
 from taxi_duration.ingest.job import IngestReport, run_ingest
 from taxi_duration.params import QualityParams
-from taxi_duration.spark import BYPASS_PARTIAL_AGGREGATION, sql_conf
+from taxi_duration.spark import BYPASS_PARTIAL_AGGREGATION, sql_conf, stable_file_splits
 
 HEADER = (
     "VendorID,tpep_pickup_datetime,tpep_dropoff_datetime,passenger_count,trip_distance,"
@@ -289,3 +289,13 @@ def test_sql_conf_holds_inside_the_block_and_restores_after(spark: SparkSession)
     with sql_conf(spark, {**BYPASS_PARTIAL_AGGREGATION, partitions: "3"}):
         assert (spark.conf.get(bypass), spark.conf.get(partitions)) == ("true", "3")
     assert (spark.conf.get(bypass), spark.conf.get(partitions)) == ("false", before)  # false: Spark's default
+
+
+def test_file_splits_are_pinned_to_the_parallelism_of_the_moment(spark: SparkSession) -> None:
+    key = "spark.sql.files.minPartitionNum"
+    spark.conf.unset(key)
+    pinned = stable_file_splits(spark)
+    assert pinned == {key: str(spark.sparkContext.defaultParallelism)}
+    with sql_conf(spark, {key: "5"}):
+        assert stable_file_splits(spark) == {}  # given already: left alone
+    assert spark.conf.get(key, None) is None

@@ -142,6 +142,17 @@ def _codegen_limit(spark: SparkSession, settings: Settings) -> None:
 BYPASS_PARTIAL_AGGREGATION = {"spark.sql.execution.bypassPartialAggregation": "true"}
 
 
+def stable_file_splits(spark: SparkSession) -> dict[str, str]:
+    """The setting that keeps a file split the same way in every job of a block: Spark sizes file splits by the
+    session's default parallelism, read again by each job, which an autoscaling cluster changes between jobs.
+    Pinned to today's value (no change in the splits), so row numbers from one job match another's. Empty under
+    Spark Connect (the client cannot read the server's parallelism) or where the setting is given already."""
+    key = "spark.sql.files.minPartitionNum"
+    if type(spark).__module__.startswith("pyspark.sql.connect") or spark.conf.get(key, None):
+        return {}
+    return {key: str(spark.sparkContext.defaultParallelism)}
+
+
 @contextmanager
 def sql_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
     """SQL settings for the queries planned and run inside the block, restored after it. A platform that refuses a

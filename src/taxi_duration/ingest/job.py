@@ -31,7 +31,7 @@ from taxi_duration.quality.rules import (
     with_row_number,
 )
 from taxi_duration.schema import PARTITION_COLUMNS, QUARANTINE_SCHEMA, TRIPS_TABLE_SCHEMA
-from taxi_duration.spark import BYPASS_PARTIAL_AGGREGATION, sql_conf
+from taxi_duration.spark import BYPASS_PARTIAL_AGGREGATION, sql_conf, stable_file_splits
 
 
 @dataclass
@@ -90,15 +90,17 @@ def classified_frame(spark: SparkSession, planned: Planned, quality: QualityPara
         for source, header, fmt in planned
     ]
     repeated: list[DataFrame] = []
-    try:
-        with sql_conf(spark, BYPASS_PARTIAL_AGGREGATION):  # one row per trip id: nothing to pre-aggregate
-            repeated = [repeated_ids(frame).persist() for frame in numbered]  # planned here, with the setting
-            reduce(lambda a, b: a.unionByName(b), repeated).count()  # one job fills every file's cache
-        frames = [frame.transform(classify(quality, ids)) for frame, ids in zip(numbered, repeated, strict=True)]
-        yield reduce(lambda a, b: a.unionByName(b), frames)
-    finally:
-        for ids in repeated:
-            ids.unpersist()
+    # the ids' first rows are matched by row number in later jobs: every job must split the files alike
+    with sql_conf(spark, stable_file_splits(spark)):
+        try:
+            with sql_conf(spark, BYPASS_PARTIAL_AGGREGATION):  # one row per trip id: nothing to pre-aggregate
+                repeated = [repeated_ids(frame).persist() for frame in numbered]  # planned here, with the setting
+                reduce(lambda a, b: a.unionByName(b), repeated).count()  # one job fills every file's cache
+            frames = [frame.transform(classify(quality, ids)) for frame, ids in zip(numbered, repeated, strict=True)]
+            yield reduce(lambda a, b: a.unionByName(b), frames)
+        finally:
+            for ids in repeated:
+                ids.unpersist()
 
 
 def _raw_row_count(spark: SparkSession, planned: Planned) -> int:
