@@ -26,7 +26,7 @@ from taxi_duration.errors import TaxiDurationError
 from taxi_duration.features.definitions import FEATURE_COLUMNS
 from taxi_duration.features.travel_times import TravelTimes
 from taxi_duration.regimes import Regime, regime_of
-from taxi_duration.serve.compiled_trees import compile_trees, tree_depth
+from taxi_duration.serve.compiled_trees import TreeArrays, compile_trees
 from taxi_duration.serve.feature_tables import FeatureTables
 from taxi_duration.serve.online_features import batch_features, trip_features
 from taxi_duration.serve.xgboost_trees import scorers as xgboost_scorers
@@ -55,20 +55,13 @@ def _nested(tree: Mapping[str, Any], node: int, weight: float) -> Node:
     )
 
 
-class _BatchTree:
-    """One tree as arrays for level-by-level evaluation of many rows (leaves point at themselves)."""
+class _BatchTree(TreeArrays):
+    """An MLlib tree (GBT, RF) as arrays, with its weighted leaf values and categorical splits."""
 
     def __init__(self, tree: Mapping[str, Any], weight: float) -> None:
-        feature = np.asarray(tree["feature"], dtype=np.int64)
-        nodes = np.arange(len(feature))
-        leaf = feature < 0
-        self.feature = np.where(leaf, 0, feature)
-        self.threshold = np.asarray(tree["threshold"], dtype=np.float64)
-        self.left = np.where(leaf, nodes, np.asarray(tree["left"], dtype=np.int64))
-        self.right = np.where(leaf, nodes, np.asarray(tree["right"], dtype=np.int64))
+        super().__init__(tree)
         self.value = weight * np.asarray(tree["value"], dtype=np.float64)
         self.categories = {int(k): np.asarray(v, dtype=np.float64) for k, v in tree.get("left_categories", {}).items()}
-        self.depth = tree_depth(tree)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         rows = np.arange(matrix.shape[0])

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from taxi_duration.serve.compiled_trees import MAX_NODES, node_count, source, tree_depth
+from taxi_duration.serve.compiled_trees import MAX_NODES, TreeArrays, node_count, source
 
 # objectives whose prediction is the raw sum of the trees (identity link): the label's scale, ln(seconds)
 IDENTITY_OBJECTIVES = ("reg:squarederror", "reg:pseudohubererror", "reg:absoluteerror")
@@ -125,20 +125,13 @@ def read_booster_json(text: str, num_features: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- scoring
 
 
-class _Batch:
-    """One tree as arrays for level-by-level evaluation of many rows (leaves point at themselves)."""
+class _Batch(TreeArrays):
+    """An XGBoost tree as arrays, with each node's side for NaN and float32 leaf values."""
 
     def __init__(self, tree: Mapping[str, Any]) -> None:
-        feature = np.asarray(tree["feature"], dtype=np.int64)
-        nodes = np.arange(len(feature))
-        leaf = feature < 0
-        self.feature = np.where(leaf, 0, feature)
-        self.threshold = np.asarray(tree["threshold"], dtype=np.float64)
-        self.left = np.where(leaf, nodes, np.asarray(tree["left"], dtype=np.int64))
-        self.right = np.where(leaf, nodes, np.asarray(tree["right"], dtype=np.int64))
+        super().__init__(tree)
         self.missing_left = np.asarray(tree["missing_left"], dtype=bool)
         self.value = np.asarray(tree["value"], dtype=np.float32)
-        self.depth = tree_depth(tree)
 
     def leaves(self, matrix: np.ndarray) -> np.ndarray:
         rows = np.arange(matrix.shape[0])
