@@ -13,9 +13,10 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from taxi_duration.errors import UnknownFormatError, UnreadableInputError
-from taxi_duration.ingest.job import IngestReport, run_ingest
+from taxi_duration.ingest.job import IngestReport, ReconciliationError, _report, run_ingest
+from taxi_duration.ingest.readers import expand_sources
 from taxi_duration.params import QualityParams
-from taxi_duration.spark import BYPASS_PARTIAL_AGGREGATION, sql_conf, stable_file_splits
+from taxi_duration.spark import BYPASS_PARTIAL_AGGREGATION, keep_empty_branches, sql_conf, stable_file_splits
 
 HEADER = (
     "VendorID,tpep_pickup_datetime,tpep_dropoff_datetime,passenger_count,trip_distance,"
@@ -99,6 +100,25 @@ def test_reingesting_a_file_replaces_its_rows_and_keeps_other_files(spark: Spark
         row["source_file"]: row["count"] for row in trips(spark, tmp_path).groupBy("source_file").count().collect()
     }
     assert counts == {first: 2, second: 1}
+
+
+def test_each_file_is_counted_as_read_and_reconciled_on_its_own(spark: SparkSession, tmp_path: Path) -> None:
+    # two files without a repeated id (Spark's planner would drop their branch, and the observed count, if let)
+    # and one with a repeated line; the rows read are counted by the duplicate check's job, per file
+    plain = write_csv(tmp_path / "a.csv", HEADER, [YELLOW_LINES[0][0], YELLOW_LINES[6][0]])
+    single = write_csv(tmp_path / "b.csv", HEADER, [YELLOW_LINES[14][0]])
+    twice = write_csv(tmp_path / "c.csv", HEADER, [YELLOW_LINES[0][0], YELLOW_LINES[0][0], YELLOW_LINES[2][0]])
+    report = ingest(spark, tmp_path, [plain, single, twice])
+    counts = {f.path: (f.rows_in, f.rows_clean, f.rows_quarantined) for f in report.files}
+    assert counts == {plain: (2, 2, 0), single: (1, 1, 0), twice: (3, 1, 2)}
+    assert report.by_reason == {"duplicate_row": 1, "duration_too_short": 1}
+
+    # a file whose rows read differ from what was written is named, even when the totals would add up
+    formats = {f.path: f.format for f in report.files}
+    ids = sorted({source.source_id for source in expand_sources([plain, single, twice])})
+    off = {plain: 3, single: 0, twice: 3}
+    with pytest.raises(ReconciliationError, match=r"a\.csv: ingest counts do not reconcile: rows_in 3 != clean 2"):
+        _report(spark, formats, ids, off, tmp_path / "trips", tmp_path / "quarantine")
 
 
 def test_parquet_type_drift_between_months_normalises_to_the_same_values(spark: SparkSession, tmp_path: Path) -> None:
@@ -289,6 +309,18 @@ def test_sql_conf_holds_inside_the_block_and_restores_after(spark: SparkSession)
     with sql_conf(spark, {**BYPASS_PARTIAL_AGGREGATION, partitions: "3"}):
         assert (spark.conf.get(bypass), spark.conf.get(partitions)) == ("true", "3")
     assert (spark.conf.get(bypass), spark.conf.get(partitions)) == ("false", before)  # false: Spark's default
+
+
+def test_empty_branches_are_kept_besides_the_rules_excluded_already(spark: SparkSession) -> None:
+    key = "spark.sql.adaptive.optimizer.excludedRules"
+    rule = "org.apache.spark.sql.execution.adaptive.AQEPropagateEmptyRelation"
+    spark.conf.unset(key)
+    assert keep_empty_branches(spark) == {key: rule}
+    other = "org.apache.spark.sql.execution.adaptive.AQEOptimizer"
+    with sql_conf(spark, {key: other}):
+        assert keep_empty_branches(spark) == {key: f"{other},{rule}"}
+    with sql_conf(spark, {key: rule}):
+        assert keep_empty_branches(spark) == {key: rule}
 
 
 def test_file_splits_are_pinned_to_the_parallelism_of_the_moment(spark: SparkSession) -> None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from functools import reduce
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -31,7 +31,7 @@ from taxi_duration.quality.rules import (
     with_row_number,
 )
 from taxi_duration.schema import PARTITION_COLUMNS, QUARANTINE_SCHEMA, TRIPS_TABLE_SCHEMA
-from taxi_duration.spark import BYPASS_PARTIAL_AGGREGATION, sql_conf, stable_file_splits
+from taxi_duration.spark import BYPASS_PARTIAL_AGGREGATION, keep_empty_branches, sql_conf, stable_file_splits
 
 
 @dataclass
@@ -78,34 +78,70 @@ def plan_sources(spark: SparkSession, paths: list[str]) -> Planned:
     return planned
 
 
+@dataclass(frozen=True)
+class Classified:
+    """What `classified_frame` hands the writes: the classified rows, and the ledger's other side."""
+
+    frame: DataFrame  # every input's canonical rows, classified (reason null = clean)
+    rows_in: dict[str, int]  # rows read per source path, counted as read, before anything is classified
+
+
 @contextmanager
-def classified_frame(spark: SparkSession, planned: Planned, quality: QualityParams) -> Iterator[DataFrame]:
+def classified_frame(spark: SparkSession, planned: Planned, quality: QualityParams) -> Iterator[Classified]:
     """All inputs, canonical and classified (reason null = clean), as one frame for the writes in the block.
 
     The duplicate check's ids (the one shuffle of the classification) are counted once, up front, and kept for the
     block: each write then classifies in a single narrow pass over the input instead of counting them again
-    (docs/benchmarks.md, "Where the time goes")."""
-    numbered = [
-        read_raw(spark, source, header).transform(to_canonical(fmt, source)).transform(with_row_number)
-        for source, header, fmt in planned
+    (docs/benchmarks.md, "Where the time goes"). That first job also counts each input's rows as it reads them (an
+    `Observation` on the raw rows): the count the reconciliation checks the written tables against, without a pass
+    of its own."""
+
+    def numbered(raw: DataFrame, source: Source, fmt: TripFormat) -> DataFrame:
+        return raw.transform(to_canonical(fmt, source)).transform(with_row_number)
+
+    counters = [Observation() for _ in planned]
+    counted = [
+        numbered(read_raw(spark, source, header).observe(counter, F.count(F.lit(1)).alias("rows")), source, fmt)
+        for counter, (source, header, fmt) in zip(counters, planned, strict=True)
     ]
     repeated: list[DataFrame] = []
     # the ids' first rows are matched by row number in later jobs: every job must split the files alike
     with sql_conf(spark, stable_file_splits(spark)):
         try:
-            with sql_conf(spark, BYPASS_PARTIAL_AGGREGATION):  # one row per trip id: nothing to pre-aggregate
-                repeated = [repeated_ids(frame).persist() for frame in numbered]  # planned here, with the setting
+            # one row per trip id: nothing to pre-aggregate; a file without repeated ids keeps its count
+            with sql_conf(spark, {**BYPASS_PARTIAL_AGGREGATION, **keep_empty_branches(spark)}):
+                repeated = [repeated_ids(frame).persist() for frame in counted]  # planned here, with the setting
                 reduce(lambda a, b: a.unionByName(b), repeated).count()  # one job fills every file's cache
-            frames = [frame.transform(classify(quality, ids)) for frame, ids in zip(numbered, repeated, strict=True)]
-            yield reduce(lambda a, b: a.unionByName(b), frames)
+            rows_in = {
+                source.path: _rows_read(spark, counter, source, header)
+                for counter, (source, header, _) in zip(counters, planned, strict=True)
+            }
+            # the writes read the rows again without the counter (an observation counts one action only)
+            frames = [
+                numbered(read_raw(spark, source, header), source, fmt).transform(classify(quality, ids))
+                for (source, header, fmt), ids in zip(planned, repeated, strict=True)
+            ]
+            yield Classified(reduce(lambda a, b: a.unionByName(b), frames), rows_in)
         finally:
             for ids in repeated:
                 ids.unpersist()
 
 
-def _raw_row_count(spark: SparkSession, planned: Planned) -> int:
-    """Rows in the inputs, counted independently of the classification (the other side of the ledger)."""
-    return sum(read_raw(spark, source, header).count() for source, header, _ in planned)
+def _observed_rows(counter: Observation) -> int | None:
+    """The rows an observation counted; None if Spark did not report it (a plan that dropped the observed branch)."""
+    try:
+        found = counter.get
+    except Exception:  # Spark raises when the job ended without the metric (a JVM assertion, or Connect's own)
+        return None
+    rows = found.get("rows") if found else None
+    return None if rows is None else int(rows)
+
+
+def _rows_read(spark: SparkSession, counter: Observation, source: Source, header: StructType) -> int:
+    """The rows of one input as the observation counted them; counted by a pass of their own only if Spark did not
+    report the observation."""
+    observed = _observed_rows(counter)
+    return observed if observed is not None else read_raw(spark, source, header).count()
 
 
 def run_ingest(
@@ -120,10 +156,10 @@ def run_ingest(
 
     Both tables and the quality report are committed at once (lakehouse.py): the output is written to staging,
     counted and reconciled there, moved in and made visible by one commit; a reader never sees half an ingest.
-    The input is read three times: once for the duplicate check's ids, then once per table written, each a narrow
-    pass that classifies again instead of caching the classified rows (persisting them measured about twice as
-    slow on 1M trips; docs/benchmarks.md). The report is counted from what was written, so a row lost anywhere
-    would break the reconciliation check.
+    The input is read three times: once for the duplicate check's ids and the rows read, then once per table
+    written, each a narrow pass that classifies again instead of caching the classified rows (persisting them
+    measured about twice as slow on 1M trips; docs/benchmarks.md). The report is counted from what was written and
+    checked per file against the rows read, so a row lost anywhere breaks the reconciliation check.
     """
     planned = plan_sources(spark, paths)
     if not (lakehouse.is_local(trips_path) and lakehouse.is_local(quarantine_path)):
@@ -133,21 +169,22 @@ def run_ingest(
     if quarantine_dir.parent != root:
         raise ConfigError(f"{trips_dir} and {quarantine_dir}: the trips and quarantine tables must share a folder")
     tables = (trips_dir.name, quarantine_dir.name)
-    rows_in = _raw_row_count(spark, planned)
     source_ids = sorted({source.source_id for source, _, _ in planned})
     with lakehouse.writer_lock(root):
         lakehouse.recover(root, tables)
         crash_point("ingest:recovered")
         staging = lakehouse.new_staging(root)
         with classified_frame(spark, planned, quality) as classified:
-            to_trips(classified).write.mode("overwrite").partitionBy(*PARTITION_COLUMNS).parquet(
+            to_trips(classified.frame).write.mode("overwrite").partitionBy(*PARTITION_COLUMNS).parquet(
                 str(staging / tables[0])
             )
             crash_point("ingest:staged_trips")
-            to_quarantine(classified).write.mode("overwrite").partitionBy("source").parquet(str(staging / tables[1]))
+            to_quarantine(classified.frame).write.mode("overwrite").partitionBy("source").parquet(
+                str(staging / tables[1])
+            )
             crash_point("ingest:staged_quarantine")
         formats = {source.path: fmt.name for source, _, fmt in planned}
-        report = _report(spark, formats, source_ids, rows_in, staging / tables[0], staging / tables[1])
+        report = _report(spark, formats, source_ids, classified.rows_in, staging / tables[0], staging / tables[1])
         report.trips_path, report.quarantine_path = str(trips_path), str(quarantine_path)
         sources = {
             source.source_id: {"path": source.path, "format": fmt.name, **source.fingerprint()}
@@ -176,13 +213,12 @@ def _run_ingest_remote(
     report_path: Path | None,
 ) -> IngestReport:
     """Remote tables (s3://, hdfs://, dbfs:/): dynamic partition overwrite in place, no commit (README limits)."""
-    rows_in = _raw_row_count(spark, planned)
     source_ids = sorted({source.source_id for source, _, _ in planned})
     with classified_frame(spark, planned, quality) as classified:
-        to_trips(classified).write.mode("overwrite").partitionBy(*PARTITION_COLUMNS).parquet(str(trips_path))
-        to_quarantine(classified).write.mode("overwrite").partitionBy("source").parquet(str(quarantine_path))
+        to_trips(classified.frame).write.mode("overwrite").partitionBy(*PARTITION_COLUMNS).parquet(str(trips_path))
+        to_quarantine(classified.frame).write.mode("overwrite").partitionBy("source").parquet(str(quarantine_path))
     formats = {source.path: fmt.name for source, _, fmt in planned}
-    report = _report(spark, formats, source_ids, rows_in, trips_path, quarantine_path)
+    report = _report(spark, formats, source_ids, classified.rows_in, trips_path, quarantine_path)
     if report_path is not None:
         _write_report(report_path, report.to_dict())
     return report
@@ -192,11 +228,12 @@ def _report(
     spark: SparkSession,
     formats: dict[str, str],
     source_ids: list[str],
-    rows_in: int,
+    rows_in: dict[str, int],
     trips_path: Path | str,
     quarantine_path: Path | str,
 ) -> IngestReport:
-    """Counts per file and reason, read back from this ingest's partitions of both tables."""
+    """Counts per file and reason, read back from this ingest's partitions of both tables, reconciled per file with
+    `rows_in` (the rows read from each file)."""
     mine = F.col("source").isin(*source_ids)
     clean = spark.read.schema(TRIPS_TABLE_SCHEMA).parquet(str(trips_path)).filter(mine).groupBy("source_file").count()
     rejected = (
@@ -206,7 +243,7 @@ def _report(
         .groupBy("source_file", REASON)
         .count()
     )
-    files = {path: FileReport(path, name, 0, 0, 0) for path, name in formats.items()}
+    files = {path: FileReport(path, name, rows_in[path], 0, 0) for path, name in formats.items()}
     for row in clean.collect():
         files[row["source_file"]].rows_clean += row["count"]
     by_reason = dict.fromkeys(REASONS, 0)
@@ -214,15 +251,15 @@ def _report(
         files[row["source_file"]].rows_quarantined += row["count"]
         by_reason[row[REASON]] += row["count"]
     for entry in files.values():
-        entry.rows_in = entry.rows_clean + entry.rows_quarantined
+        if entry.rows_in != entry.rows_clean + entry.rows_quarantined:
+            raise ReconciliationError(
+                f"{entry.path}: ingest counts do not reconcile: rows_in {entry.rows_in} != clean {entry.rows_clean}"
+                f" + quarantined {entry.rows_quarantined}"
+            )
     clean_total = sum(f.rows_clean for f in files.values())
     quarantined = sum(f.rows_quarantined for f in files.values())
-    if rows_in != clean_total + quarantined:
-        raise ReconciliationError(
-            f"ingest counts do not reconcile: rows_in {rows_in} != clean {clean_total} + quarantined {quarantined}"
-        )
     return IngestReport(
-        rows_in=rows_in,
+        rows_in=sum(rows_in.values()),
         rows_clean=clean_total,
         rows_quarantined=quarantined,
         by_reason={reason: count for reason, count in by_reason.items() if count},

@@ -42,6 +42,7 @@ from taxi_duration.registry.promotion import (
 from taxi_duration.registry.spark_model import is_connect, load_spark_model, log_spark_model
 from taxi_duration.sampling import chosen_by_trip_id, fraction_for
 from taxi_duration.serve.export import log_exported_model
+from taxi_duration.spark import OBJECT_AGGREGATION_IN_HASH_MAP, sql_conf
 from taxi_duration.train.check import check_loadable
 from taxi_duration.train.evaluate import (
     ACTUAL_MINUTES,
@@ -319,7 +320,10 @@ def run_train(
             valid if eval_fraction >= 1.0 else valid.filter(chosen_by_trip_id(eval_fraction, train_params.seed + 3))
         )
         with _timed(timings, "evaluate"):
-            valid_with_baseline = evaluated.transform(with_baseline_prediction(zone_pair_medians(train))).persist(
+            medians = zone_pair_medians(train).persist(StorageLevel.MEMORY_AND_DISK)
+            with sql_conf(trips.sparkSession, OBJECT_AGGREGATION_IN_HASH_MAP):
+                medians.count()  # planned and run here, with the setting
+            valid_with_baseline = evaluated.transform(with_baseline_prediction(medians)).persist(
                 StorageLevel.MEMORY_AND_DISK
             )
             scored = predict_minutes(model, valid_with_baseline).persist(StorageLevel.MEMORY_AND_DISK)
@@ -369,6 +373,7 @@ def run_train(
             )
         scored.unpersist()
         valid_with_baseline.unpersist()
+        medians.unpersist()
     finally:
         train.unpersist()
         valid.unpersist()

@@ -17,9 +17,16 @@ def time_split(trips: DataFrame, cutoff_micros: int) -> tuple[DataFrame, DataFra
 
 
 def cutoff_micros(trips: DataFrame, validation_fraction: float) -> int:
-    """The split point as epoch microseconds (exact, no time-zone round trip)."""
-    seconds = trips.select(F.unix_micros("pickup_datetime").alias("t"))
-    quantiles = seconds.approxQuantile("t", [1.0 - validation_fraction], SPLIT_RELATIVE_ERROR)
-    if not quantiles:
+    """The split point as epoch microseconds (exact, no time-zone round trip).
+
+    A SQL aggregate (`percentile_approx`) rather than `DataFrame.approxQuantile`: the same quantile summary and
+    relative error, planned like any query; on the 10M benchmark trips the same cutoff in 2.2-3.2 s against
+    3.2-6.5 s (three runs each, alternating, one session)."""
+    found = trips.agg(
+        F.percentile_approx(
+            F.unix_micros("pickup_datetime"), 1.0 - validation_fraction, round(1 / SPLIT_RELATIVE_ERROR)
+        ).alias("t")
+    ).first()
+    if found is None or found["t"] is None:
         raise NoDataError("no trips to split: ingest some trip files first (taxi-duration ingest PATH)")
-    return int(quantiles[0])
+    return int(found["t"])
