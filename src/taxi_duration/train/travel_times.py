@@ -79,24 +79,20 @@ def _medians(keyed: DataFrame, folds: int) -> Targets:
         .groupBy("_pair", "_boroughs", "_measure", "v")
         .agg(*per_fold)
     )
-    # every level from those counts: the zone pairs' rows are the counts themselves (a zone pair has one borough
-    # pair), the borough pairs and the whole add them up in one more aggregation (on far fewer rows than trips); a
-    # NULL key (no zone) is a group of its own, dropped on the driver
-    fold_counts = [f"_c{k}" for k in range(folds)]
-    pairs = counts.select(F.lit(_PAIR).alias("_level"), F.col("_pair").alias("_key"), "_measure", "v", *fold_counts)
+    # every level from those counts in one more aggregation (on far fewer rows than trips): each row counts for its
+    # zone pair, its borough pair and the whole; a NULL key (no zone) is a group of its own, dropped on the driver
     level_keys = F.array(
         *[
             F.struct(F.lit(lv).alias("_level"), key.alias("_key"))
-            for lv, key in ((_BOROUGH, F.col("_boroughs")), (_OVERALL, F.lit(0)))
+            for lv, key in ((_PAIR, F.col("_pair")), (_BOROUGH, F.col("_boroughs")), (_OVERALL, F.lit(0)))
         ]
     )
-    rolled_up = (
-        counts.select(F.explode(level_keys).alias("l"), "_measure", "v", *fold_counts)
-        .select("l.*", "_measure", "v", *fold_counts)
+    levels = (
+        counts.select(F.explode(level_keys).alias("l"), "_measure", "v", *[f"_c{k}" for k in range(folds)])
+        .select("l.*", "_measure", "v", *[f"_c{k}" for k in range(folds)])
         .groupBy(*_GROUP, "v")
-        .agg(*[F.sum(c).alias(c) for c in fold_counts])
+        .agg(*[F.sum(f"_c{k}").alias(f"_c{k}") for k in range(folds)])
     )
-    levels = pairs.unionByName(rolled_up)
     # a target's count of a value is every fold's but its own
     every = sum((F.col(f"_c{k}") for k in range(folds)), F.lit(0))
     targets = [every - F.col(f"_c{k}") for k in range(folds)] + [every] if folds > 1 else [every]
