@@ -286,17 +286,18 @@ def run_train(
     recovered = recover_interrupted_runs(
         client, experiment_id, model_name, aliases.challenger_alias, aliases.champion_alias
     )
-    labeled = training_frame(trips, train_params.sample_fraction, train_params.seed, pickup_window).select(
-        *MODEL_INPUT_COLUMNS
+    # only the columns the pipeline reads are cached (a third of the canonical row), once: the cutoff is the one
+    # read of the trips table, and both sides of the split are filters of the cached rows
+    labeled = (
+        training_frame(trips, train_params.sample_fraction, train_params.seed, pickup_window)
+        .select(*MODEL_INPUT_COLUMNS)
+        .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    with _timed(timings, "split"):
-        cutoff = cutoff_micros(labeled, train_params.validation_fraction)
-    train, valid = time_split(labeled, cutoff)
-    # only the columns the pipeline reads are cached: a third of the canonical row
-    train = train.persist(StorageLevel.MEMORY_AND_DISK)
-    valid = valid.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        with _timed(timings, "cache"):
+        with _timed(timings, "split"):
+            cutoff = cutoff_micros(labeled, train_params.validation_fraction)
+        train, valid = time_split(labeled, cutoff)
+        with _timed(timings, "counts"):
             stats = _data_stats(train, valid)
         if stats["train_rows"] == 0 or stats["validation_rows"] == 0:
             raise NoDataError(
@@ -320,9 +321,9 @@ def run_train(
             valid if eval_fraction >= 1.0 else valid.filter(chosen_by_trip_id(eval_fraction, train_params.seed + 3))
         )
         with _timed(timings, "evaluate"):
-            medians = zone_pair_medians(train).persist(StorageLevel.MEMORY_AND_DISK)
             with sql_conf(trips.sparkSession, OBJECT_AGGREGATION_IN_HASH_MAP):
-                medians.count()  # planned and run here, with the setting
+                medians = zone_pair_medians(train).persist(StorageLevel.MEMORY_AND_DISK)  # planned with the setting
+                medians.count()
             valid_with_baseline = evaluated.transform(with_baseline_prediction(medians)).persist(
                 StorageLevel.MEMORY_AND_DISK
             )
@@ -375,8 +376,7 @@ def run_train(
         valid_with_baseline.unpersist()
         medians.unpersist()
     finally:
-        train.unpersist()
-        valid.unpersist()
+        labeled.unpersist()
     return TrainResult(
         run_id=run_id,
         model_name=model_name,

@@ -11,9 +11,10 @@ SPLIT_RELATIVE_ERROR = 0.001
 
 
 def time_split(trips: DataFrame, cutoff_micros: int) -> tuple[DataFrame, DataFrame]:
-    """(train, validation): pickups before the cutoff, and at or after it."""
-    t = F.unix_micros("pickup_datetime")
-    return trips.filter(t < F.lit(cutoff_micros)), trips.filter(t >= F.lit(cutoff_micros))
+    """(train, validation): pickups before the cutoff, and at or after it. The bound is a timestamp literal (the
+    same instant to the microsecond), so a scan of cached rows skips the batches wholly on the other side."""
+    pickup, bound = F.col("pickup_datetime"), F.timestamp_micros(F.lit(cutoff_micros))
+    return trips.filter(pickup < bound), trips.filter(pickup >= bound)
 
 
 def cutoff_micros(trips: DataFrame, validation_fraction: float) -> int:
