@@ -96,13 +96,16 @@ def classified_frame(spark: SparkSession, planned: Planned, quality: QualityPara
     `Observation` on the raw rows): the count the reconciliation checks the written tables against, without a pass
     of its own."""
 
-    def numbered(raw: DataFrame, source: Source, fmt: TripFormat) -> DataFrame:
-        return raw.transform(to_canonical(fmt, source)).transform(with_row_number)
-
+    numbered = [
+        read_raw(spark, source, header).transform(to_canonical(fmt, source)).transform(with_row_number)
+        for source, header, fmt in planned
+    ]
+    # canonical rows are the rows read, one for one; the writes read them without the counter (an observation
+    # counts in one action only)
     counters = [Observation() for _ in planned]
     counted = [
-        numbered(read_raw(spark, source, header).observe(counter, F.count(F.lit(1)).alias("rows")), source, fmt)
-        for counter, (source, header, fmt) in zip(counters, planned, strict=True)
+        frame.observe(counter, F.count(F.lit(1)).alias("rows"))
+        for frame, counter in zip(numbered, counters, strict=True)
     ]
     repeated: list[DataFrame] = []
     # the ids' first rows are matched by row number in later jobs: every job must split the files alike
@@ -116,11 +119,7 @@ def classified_frame(spark: SparkSession, planned: Planned, quality: QualityPara
                 source.path: _rows_read(spark, counter, source, header)
                 for counter, (source, header, _) in zip(counters, planned, strict=True)
             }
-            # the writes read the rows again without the counter (an observation counts one action only)
-            frames = [
-                numbered(read_raw(spark, source, header), source, fmt).transform(classify(quality, ids))
-                for (source, header, fmt), ids in zip(planned, repeated, strict=True)
-            ]
+            frames = [frame.transform(classify(quality, ids)) for frame, ids in zip(numbered, repeated, strict=True)]
             yield Classified(reduce(lambda a, b: a.unionByName(b), frames), rows_in)
         finally:
             for ids in repeated:
