@@ -83,7 +83,7 @@ class Classified:
     """What `classified_frame` hands the writes: the classified rows, and the ledger's other side."""
 
     frame: DataFrame  # every input's canonical rows, classified (reason null = clean)
-    rows_in: dict[str, int]  # rows read per source path, counted as read, before anything is classified
+    rows_in: dict[str, int]  # rows read per source path, counted before anything is classified
 
 
 @contextmanager
@@ -92,9 +92,9 @@ def classified_frame(spark: SparkSession, planned: Planned, quality: QualityPara
 
     The duplicate check's ids (the one shuffle of the classification) are counted once, up front, and kept for the
     block: each write then classifies in a single narrow pass over the input instead of counting them again
-    (docs/benchmarks.md, "Where the time goes"). That first job also counts each input's rows as it reads them (an
-    `Observation` on the raw rows): the count the reconciliation checks the written tables against, without a pass
-    of its own."""
+    (docs/benchmarks.md, "Where the time goes"). That first job also counts each input's rows (an `Observation` on
+    the canonical rows, one for each row read): the count the reconciliation checks the written tables against,
+    without a pass of its own."""
 
     numbered = [
         read_raw(spark, source, header).transform(to_canonical(fmt, source)).transform(with_row_number)
