@@ -168,7 +168,9 @@ def keep_empty_branches(spark: SparkSession) -> dict[str, str]:
         "org.apache.spark.sql.execution.adaptive.AQEPropagateEmptyRelation",
     )
     excluded = [r for r in (spark.conf.get(key, None) or "").split(",") if r.strip()]
-    return {key: ",".join([*excluded, rule]) if rule not in excluded else ",".join(excluded)}
+    if rule not in excluded:
+        excluded.append(rule)
+    return {key: ",".join(excluded)}
 
 
 @contextmanager

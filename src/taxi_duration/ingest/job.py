@@ -126,21 +126,14 @@ def classified_frame(spark: SparkSession, planned: Planned, quality: QualityPara
                 ids.unpersist()
 
 
-def _observed_rows(counter: Observation) -> int | None:
-    """The rows an observation counted; None if Spark did not report it (a plan that dropped the observed branch)."""
-    try:
-        found = counter.get
-    except Exception:  # Spark raises when the job ended without the metric (a JVM assertion, or Connect's own)
-        return None
-    rows = found.get("rows") if found else None
-    return None if rows is None else int(rows)
-
-
 def _rows_read(spark: SparkSession, counter: Observation, source: Source, header: StructType) -> int:
     """The rows of one input as the observation counted them; counted by a pass of their own only if Spark did not
-    report the observation."""
-    observed = _observed_rows(counter)
-    return observed if observed is not None else read_raw(spark, source, header).count()
+    report the observation (a plan that dropped the observed branch)."""
+    try:
+        rows = (counter.get or {}).get("rows")
+    except Exception:  # Spark raises when the job ended without the metric (a JVM assertion, or Connect's own)
+        rows = None
+    return int(rows) if rows is not None else read_raw(spark, source, header).count()
 
 
 def run_ingest(
