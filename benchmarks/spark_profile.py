@@ -2,7 +2,7 @@
 CLI on generated trips with `spark.eventLog.enabled`, then its log read by `taxi_duration.bench.eventlog`.
 
     python benchmarks/spark_profile.py --rows 10000000 [--stages ingest,train,report] [--workspace WS] [--no-doc]
-        [--baseline REV [--repeats N]]
+        [--baseline REV [--repeats N]] [--without-archive]
 
 Per command: the process's wall time and peak memory; of the Spark application's time, how much ran inside jobs
 and how much the driver worked alone (planning, Python, listing files, MLflow); the stages by kind (scan, shuffle,
@@ -12,6 +12,10 @@ process's time outside the application (JVM and Python start, session stop).
 With `--baseline REV` each command also runs on the package as it was at git revision REV (`git archive` of `src/`
 put first on PYTHONPATH), alternating baseline and current `--repeats` times: before and after side by side in one
 run, on the same trips and the same machine load.
+
+The current code runs as on a machine where `taxi-duration class-archive` has been run (it is run first, and does
+nothing when the archive is there): its JVM maps the classes a run loads from that archive. `--without-archive`
+also runs the current code without it (`TAXI_DURATION_CLASS_ARCHIVE=false`), alternating with the others.
 
 Writes benchmarks/results/profile-<timestamp>.json and the section "Where the time goes" of docs/benchmarks.md.
 """
@@ -57,11 +61,14 @@ def baseline_source(rev: str, workspace: Path) -> Path:
     return out / "src"
 
 
-def run_profiled(name: str, command: list[str], logs: Path, source: Path | None = None) -> dict:
+def run_profiled(
+    name: str, command: list[str], logs: Path, source: Path | None = None, env_extra: dict[str, str] | None = None
+) -> dict:
     """One command with the event log on; its wall time, peak memory and the profile of its application."""
     before = set(logs.iterdir())
     conf = {"spark.eventLog.enabled": "true", "spark.eventLog.compress": "false", "spark.eventLog.dir": logs.as_uri()}
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "TAXI_DURATION_SPARK_CONF": json.dumps(conf)}
+    env.update(env_extra or {})
     if source is not None:
         env["PYTHONPATH"] = str(source)
     measured = run_measured(command, env=env)
@@ -129,6 +136,11 @@ def main() -> None:
     parser.add_argument("--render", type=Path, help="only print a saved result and write it into the docs")
     parser.add_argument("--baseline", help="also run each command on the package at this git revision")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each command (and of the baseline)")
+    parser.add_argument(
+        "--without-archive",
+        action="store_true",
+        help="also run the current code without the JVM class archive (`taxi-duration class-archive`, built first)",
+    )
     args = parser.parse_args()
     if args.render:
         saved = json.loads(args.render.read_text(encoding="utf-8"))
@@ -150,14 +162,23 @@ def main() -> None:
         if run_measured(generate, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}).returncode != 0:
             raise SystemExit("generate failed")
         print(f"generated {rows:,} trips in {time.perf_counter() - started:.0f} s", flush=True)
-    versions: list[tuple[str, Path | None]] = [("current", None)]
+    # the current code runs as a user's would after `taxi-duration class-archive` (once per machine): built first
+    built = run_measured([CLI, "class-archive", "--json"], env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+    if built.returncode != 0:
+        sys.stderr.write(built.stderr[-3000:])
+        raise SystemExit("class-archive failed")
+    archive = json.loads(built.stdout.strip().splitlines()[-1])
+    print(f"class archive {archive['path']} ({archive['bytes'] / 1e6:.0f} MB)", flush=True)
+    versions: list[tuple[str, Path | None, dict[str, str]]] = [("current", None, {})]
+    if args.without_archive:
+        versions.insert(0, ("current, no class archive", None, {"TAXI_DURATION_CLASS_ARCHIVE": "false"}))
     if args.baseline:
-        versions.insert(0, (f"baseline {args.baseline}", baseline_source(args.baseline, workspace)))
+        versions.insert(0, (f"baseline {args.baseline}", baseline_source(args.baseline, workspace), {}))
     results = []
     for name in wanted:
         for _ in range(args.repeats):
-            for code, source in versions:
-                result = run_profiled(name, planned[name], logs, source)
+            for code, source, env_extra in versions:
+                result = run_profiled(name, planned[name], logs, source, env_extra)
                 results.append({"rows": rows, "code": code, **result})
                 print(
                     f"{name} ({code}): {result['seconds']} s, driver alone {result['driver_only_s']} s, "
@@ -171,6 +192,7 @@ def main() -> None:
         "rows": rows,
         "config": str(args.config or ""),
         "baseline": args.baseline or "",
+        "class_archive": archive,
         "head": subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
@@ -186,15 +208,16 @@ def main() -> None:
 
 
 def ratios(results: list[dict]) -> str:
-    """Median wall seconds per command and code version, and current / baseline."""
-    lines = ["| command | baseline median s | current median s | current / baseline |", "|---|---:|---:|---:|"]
+    """Median wall seconds per command and code version, each against the baseline's."""
+    lines = ["| command | code | baseline median s | median s | against baseline |", "|---|---|---:|---:|---:|"]
     for name in dict.fromkeys(r["stage"] for r in results):
         runs = [r for r in results if r["stage"] == name]
-        base = [r["seconds"] for r in runs if r.get("code", "current") != "current"]
-        cur = [r["seconds"] for r in runs if r.get("code", "current") == "current"]
-        if base and cur:
-            b, c = statistics.median(base), statistics.median(cur)
-            lines.append(f"| {name} | {b:.1f} | {c:.1f} | {c / b:.2f}x |")
+        base = [r["seconds"] for r in runs if r.get("code", "current").startswith("baseline")]
+        for code in dict.fromkeys(r.get("code", "current") for r in runs):
+            cur = [r["seconds"] for r in runs if r.get("code", "current") == code]
+            if base and not code.startswith("baseline"):
+                b, c = statistics.median(base), statistics.median(cur)
+                lines.append(f"| {name} | {code} | {b:.1f} | {c:.1f} | {c / b:.2f}x |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     config: Path | None = Field(None, description="Pipeline parameters YAML (default: the packaged one)")
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf (JSON in env)")
     log_level: str = Field("WARN", description="Spark log level")
+    class_archive: bool = Field(
+        True, description="Start local Spark with the JVM class archive `taxi-duration class-archive` built, if any"
+    )
+    class_archive_dir: Path | None = Field(
+        None, description="Folder of JVM class archives (default: the user's cache, ~/.cache/taxi-duration/jvm)"
+    )
     admin_key: SecretStr | None = Field(
         None, description="Key for the API's POST /admin/reload (X-API-Key); none: the endpoint is disabled"
     )

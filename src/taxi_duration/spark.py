@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import shlex
 import socket
 import sys
 import time
@@ -16,6 +17,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
+from taxi_duration import jvm
 from taxi_duration.errors import ConfigError, spark_error_summary
 from taxi_duration.settings import Settings
 
@@ -71,9 +73,12 @@ def session_master(settings: Settings, submitted: bool) -> str | None:
     return settings.master or (None if submitted else DEFAULT_MASTER)
 
 
-def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSession:
+def get_spark(
+    settings: Settings, app_name: str = "taxi-duration", *, archive_classes_to: Path | None = None
+) -> SparkSession:
     """Build (or reuse) the session the settings describe. Only entry points call this, after
-    `configure_driver_process`."""
+    `configure_driver_process`. With `archive_classes_to`, a new JVM that writes the classes it loads to that file
+    when it exits (`taxi-duration class-archive`; `stop_jvm` waits for it)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     # executors on a cluster run this interpreter (with pandas/pyarrow), not whatever `python3` is on PATH
@@ -91,6 +96,10 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         "spark.sql.debug.maxToStringFields": "500",
         "spark.sql.codegen.hugeMethodLimit": CODEGEN_HUGE_METHOD_LIMIT,
     }
+    if archive_classes_to is not None and (
+        settings.remote or SparkSession.getActiveSession() is not None or launched_by_spark_submit()
+    ):
+        raise ConfigError("class archive: build it in a process of its own, with local Spark (no spark-submit)")
     if settings.remote:
         return remote_session(settings.remote, {**conf, **settings.spark_conf})
 
@@ -113,17 +122,68 @@ def get_spark(settings: Settings, app_name: str = "taxi-duration") -> SparkSessi
         "spark.sql.warehouse.dir": str((settings.workspace / "spark-warehouse").resolve()),
         "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
     }
+    given_conf = dict(settings.spark_conf)
     if not submitted:  # JVM options: spark-submit has started the JVM already (use --driver-memory there)
         static_conf["spark.driver.memory"] = settings.driver_memory
-        static_conf["spark.driver.extraJavaOptions"] = (
-            f"-Dderby.system.home={settings.workspace.resolve()} -Dlog4j2.configurationFile={_log4j_config()}"
-        )
-    for key, value in {**static_conf, **conf, **settings.spark_conf}.items():
+        given_conf[DRIVER_JAVA_OPTIONS] = driver_java_options(settings, archive_classes_to)
+    for key, value in {**static_conf, **conf, **given_conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
     _checkpoint_dir(spark, settings)
     return spark
+
+
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+
+
+def driver_java_options(settings: Settings, archive_classes_to: Path | None = None) -> str:
+    """The options of a driver JVM this process launches: the workspace's Derby home and the log configuration, the
+    collector and the class archive (`taxi_duration.jvm`), then the settings' own `spark.driver.extraJavaOptions`
+    (added to these, not replacing them; of two options that disagree, Java takes the later)."""
+    given = shlex.split(settings.spark_conf.get(DRIVER_JAVA_OPTIONS, ""))
+    ours = [
+        f"-Dderby.system.home={settings.workspace.resolve()}",
+        f"-Dlog4j2.configurationFile={_log4j_config()}",
+        *jvm.collector_options(given),
+    ]
+    if archive_classes_to is not None:
+        ours += jvm.write_archive_options(archive_classes_to)
+    elif settings.class_archive and (archive := class_archive(settings)) is not None:
+        ours += jvm.use_archive_options(archive)
+    return jvm.join([*ours, *given])
+
+
+def class_archive(settings: Settings) -> Path | None:
+    """The class archive a driver JVM launched with these settings would use (or `class-archive` would build):
+    named by a key of the Java build, Spark's jars and the JVM options. None without a `java` to key it by."""
+    given = shlex.split(settings.spark_conf.get(DRIVER_JAVA_OPTIONS, ""))
+    options = [*jvm.environment_options(), *jvm.collector_options(given), *given]
+    key = jvm.archive_key(_spark_jars(), options)
+    return None if key is None else jvm.archive_path(settings.class_archive_dir or jvm.default_folder(), key)
+
+
+def _spark_jars() -> Path:
+    from pyspark.find_spark_home import _find_spark_home  # what pyspark's spark-submit runs from
+
+    return Path(_find_spark_home()) / "jars"
+
+
+def stop_jvm(spark: SparkSession, timeout_s: float = 300.0) -> int:
+    """Stop the session and the driver JVM this process launched, and wait for the JVM to exit (it writes a class
+    archive as it exits); its exit code. The next `get_spark` in this process launches a new JVM."""
+    from pyspark import SparkContext
+
+    gateway = getattr(SparkContext, "_gateway", None)
+    process = getattr(gateway, "proc", None)
+    spark.stop()
+    if gateway is None or process is None:
+        raise ConfigError("no JVM of this process to stop: the session was not launched here")
+    gateway.shutdown()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    process.stdin.close()  # the JVM exits when its stdin closes (PythonGatewayServer)
+    return int(process.wait(timeout=timeout_s))
 
 
 def _codegen_limit(spark: SparkSession, settings: Settings) -> None:

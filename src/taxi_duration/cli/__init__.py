@@ -74,6 +74,7 @@ for command in (
     streaming.replay,
 ):
     app.command()(command)
+app.command("class-archive")(ops.class_archive)
 app.add_typer(ops.cluster_app, name="cluster")
 app.add_typer(ops.connect_app, name="connect-server")
 app.add_typer(bench.bench_app, name="bench")
