@@ -116,6 +116,19 @@ def test_driver_options_keep_ours_and_add_the_users(no_environment_options: None
     ]
 
 
+def test_class_archive_refuses_spark_connect(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    from taxi_duration import cli
+
+    argv = ["taxi-duration", "--workspace", str(tmp_path), "--remote", "sc://127.0.0.1:15002", "class-archive"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    message = "error: class-archive: the archive is for a driver JVM this machine starts; drop --remote"
+    assert capsys.readouterr().err.strip() == message
+    assert not tmp_path.joinpath("lakehouse").exists()
+
+
 SESSION = """
 import json, sys
 from taxi_duration.settings import Settings

@@ -99,7 +99,9 @@ def get_spark(
     if archive_classes_to is not None and (
         settings.remote or SparkSession.getActiveSession() is not None or launched_by_spark_submit()
     ):
-        raise ConfigError("class archive: build it in a process of its own, with local Spark (no spark-submit)")
+        raise ConfigError(
+            "class archive: needs a driver JVM this process starts (found --remote, spark-submit or a running session)"
+        )
     if settings.remote:
         return remote_session(settings.remote, {**conf, **settings.spark_conf})
 

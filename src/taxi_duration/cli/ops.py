@@ -162,6 +162,8 @@ def class_archive(
 
     console = _console(as_json)
     settings: Settings = ctx.obj.settings
+    if settings.remote:
+        raise ConfigError("class-archive: the archive is for a driver JVM this machine starts; drop --remote")
     archive = archive_for(settings)
     if archive is None:
         raise ConfigError("class archive: no `java` found (JAVA_HOME or PATH) to build it for")
