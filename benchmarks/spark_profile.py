@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import CLI, REPO, machine, replace_doc_section, run_measured
+from _measure import CLI, REPO, baseline_source, machine, replace_doc_section, run_measured
 from taxi_duration.bench.eventlog import KINDS, profile_path
 
 DOC = REPO / "docs" / "benchmarks.md"
@@ -48,17 +48,6 @@ def commands(workspace: Path, config: Path | None) -> dict[str, list[str]]:
         "train": [*base, "train", "--json"],
         "report": [*base, "report", "--json"],
     }
-
-
-def baseline_source(rev: str, workspace: Path) -> Path:
-    """The package's source at `rev`, exported under the workspace; put first on PYTHONPATH it shadows the
-    checkout's editable install (the console script imports `taxi_duration` from sys.path)."""
-    out = workspace / f"baseline-{rev}"
-    if not (out / "src" / "taxi_duration").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src"], capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
-    return out / "src"
 
 
 def run_profiled(

@@ -9,7 +9,10 @@ the same work. Measured per run: wall time and peak RSS of the whole command (JV
 reports (fit, evaluate, ...), RMSLE overall, per regime and the zone-pair baseline's. The figure issue #15 asks
 for: xgboost's train time at most half of GBT's, with an RMSLE no worse, at 10M trips alone on the machine.
 
-Usage: python benchmarks/train_kinds.py [--rows 10000000] [--repeats 2] [--kinds gbt,xgboost] [--workspace DIR]
+A kind may name a git revision, `gbt@REV`: that kind trained by the package as it was at REV (its `src/` first on
+PYTHONPATH), e.g. `--kinds gbt@17a749e,gbt,xgboost` for GBT as it was when #15 was filed beside today's kinds.
+
+Usage: python benchmarks/train_kinds.py [--rows 10000000] [--repeats 2] [--kinds gbt,xgboost,gbt@REV] [--workspace DIR]
        [--config FILE]  (model settings over pipeline.yaml's, the same file for every kind)
 Writes benchmarks/results/train-kinds-<timestamp>.json; prints one JSON line per run and the summary.
 """
@@ -24,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from _measure import CLI, REPO, machine, run_measured
+from _measure import CLI, REPO, baseline_source, machine, run_measured
 
 ENV = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
 
@@ -58,18 +61,21 @@ def prepare(workspace: Path, rows: int) -> dict[str, Any]:
     return summary
 
 
-def train_once(workspace: Path, kind: str, repeat: int, config: Path | None) -> dict[str, Any]:
-    store = workspace / "mlflow-runs" / f"{kind}-{repeat}-{datetime.now():%H%M%S}"
+def train_once(workspace: Path, spec: str, repeat: int, config: Path | None) -> dict[str, Any]:
+    """One `train` of a kind, `gbt` or `gbt@REV` (the package at git revision REV)."""
+    kind, _, rev = spec.partition("@")
+    store = workspace / "mlflow-runs" / f"{spec.replace('@', '-')}-{repeat}-{datetime.now():%H%M%S}"
     store.mkdir(parents=True, exist_ok=True)
     tracking = f"sqlite:///{(store / 'mlflow.db').resolve()}"
+    env = {**ENV, "PYTHONPATH": str(baseline_source(rev, workspace))} if rev else ENV
     # run in the store's folder: a SQLite tracking URI of one's own puts the artifacts in ./mlruns
     command = _cli(workspace.resolve(), "train", "--model", kind, config=config, tracking_uri=tracking)
-    measured = run_measured(command, env=ENV, cwd=store)
+    measured = run_measured(command, env=env, cwd=store)
     if measured.returncode != 0:
-        raise SystemExit(f"train --model {kind} failed: {measured.stderr[-3000:]}")
+        raise SystemExit(f"train --model {spec} failed: {measured.stderr[-3000:]}")
     result = _last_json(measured.stdout)
     return {
-        "kind": kind,
+        "kind": spec,
         "repeat": repeat,
         "wall_seconds": round(measured.seconds, 2),
         "peak_rss_mb": round(measured.peak_rss_mb),
@@ -98,21 +104,23 @@ def summarise(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
             "baseline_rmsle": mine[-1]["baseline_rmsle"],
             "by_regime_rmsle": {regime: m["rmsle"] for regime, m in mine[-1]["by_regime"].items()},
         }
-    if "gbt" in summary and "xgboost" in summary:
-        gbt, xgb = summary["gbt"], summary["xgboost"]
-        summary["xgboost_over_gbt"] = {
+    same_split = len({r["cutoff"] for r in runs}) == 1
+    for gbt_kind in [k for k in kinds if k.partition("@")[0] == "gbt"]:
+        if "xgboost" not in summary:
+            break
+        gbt, xgb = summary[gbt_kind], summary["xgboost"]
+        summary[f"xgboost_over_{gbt_kind}"] = {
             "wall_seconds": round(xgb["wall_seconds_median"] / gbt["wall_seconds_median"], 3),
             "fit_seconds": round(xgb["fit_seconds_median"] / gbt["fit_seconds_median"], 3),
             "rmsle": round(xgb["rmsle"] / gbt["rmsle"], 4),
+            # issue #15: at most half of GBT's time with an RMSLE no worse, on the same split
+            "target_met": bool(
+                same_split
+                and xgb["wall_seconds_median"] <= 0.5 * gbt["wall_seconds_median"]
+                and xgb["rmsle"] <= gbt["rmsle"]
+            ),
         }
-        # issue #15: at most half of GBT's time with an RMSLE no worse, on the same split
-        same_split = len({r["cutoff"] for r in runs}) == 1
-        summary["target_met"] = bool(
-            same_split
-            and xgb["wall_seconds_median"] <= 0.5 * gbt["wall_seconds_median"]
-            and xgb["rmsle"] <= gbt["rmsle"]
-        )
-        summary["same_split"] = same_split
+    summary["same_split"] = same_split
     return summary
 
 
