@@ -143,7 +143,7 @@ def driver_java_options(settings: Settings, archive_classes_to: Path | None = No
     """The options of a driver JVM this process launches: the workspace's Derby home and the log configuration, the
     collector and the class archive (`taxi_duration.jvm`), then the settings' own `spark.driver.extraJavaOptions`
     (added to these, not replacing them; of two options that disagree, Java takes the later)."""
-    given = shlex.split(settings.spark_conf.get(DRIVER_JAVA_OPTIONS, ""))
+    given = _given_java_options(settings)
     ours = [
         f"-Dderby.system.home={settings.workspace.resolve()}",
         f"-Dlog4j2.configurationFile={_log4j_config()}",
@@ -156,10 +156,14 @@ def driver_java_options(settings: Settings, archive_classes_to: Path | None = No
     return jvm.join([*ours, *given])
 
 
+def _given_java_options(settings: Settings) -> list[str]:
+    return shlex.split(settings.spark_conf.get(DRIVER_JAVA_OPTIONS, ""))
+
+
 def class_archive(settings: Settings) -> Path | None:
     """The class archive a driver JVM launched with these settings would use (or `class-archive` would build):
     named by a key of the Java build, Spark's jars and the JVM options. None without a `java` to key it by."""
-    given = shlex.split(settings.spark_conf.get(DRIVER_JAVA_OPTIONS, ""))
+    given = _given_java_options(settings)
     options = [*jvm.environment_options(), *jvm.collector_options(given), *given]
     key = jvm.archive_key(_spark_jars(), options)
     return None if key is None else jvm.archive_path(settings.class_archive_dir or jvm.default_folder(), key)

@@ -166,7 +166,7 @@ def class_archive(
         raise ConfigError("class-archive: the archive is for a driver JVM this machine starts; drop --remote")
     archive = archive_for(settings)
     if archive is None:
-        raise ConfigError("class archive: no `java` found (JAVA_HOME or PATH) to build it for")
+        raise ConfigError("class-archive: no `java` found (JAVA_HOME or PATH) to build it for")
     if force or not jvm.usable(archive):
         archive.parent.mkdir(parents=True, exist_ok=True)
         scratch = jvm.scratch_path(archive)
@@ -178,11 +178,14 @@ def class_archive(
                 spark = get_spark(scratch_settings, "taxi-duration-class-archive", archive_classes_to=scratch)
                 try:
                     _archive_workload(spark, scratch_settings)
-                finally:
-                    code = stop_jvm(spark)
+                except BaseException:
+                    stop_jvm(spark)
+                    scratch.unlink(missing_ok=True)  # the classes of a run cut short: not kept
+                    raise
+                code = stop_jvm(spark)
             if code != 0 or not scratch.is_file():
                 scratch.unlink(missing_ok=True)
-                raise ConfigError(f"class archive: Java exited with {code} without writing {scratch}")
+                raise ConfigError(f"class-archive: Java exited with {code} without writing {scratch}")
             size = jvm.install(scratch, archive)
         console.print(f"class archive {archive} ({size / 1e6:.0f} MB): local sessions use it from now on")
     else:
