@@ -346,16 +346,24 @@ def test_training_survives_the_loss_of_a_worker(pipeline_on_cluster: dict[str, A
     task_ends = [e for e in app_events if e["Event"] == "SparkListenerTaskEnd"]
     lost_tasks = [e for e in task_ends if e["Task End Reason"]["Reason"] != "Success"]
     reruns = []
+
+    def attempt(e: dict[str, Any]) -> tuple[int, int]:
+        # a task is retried in its stage attempt, or, when the lost executor's shuffle output is missing too
+        # (FetchFailed), in a resubmitted stage attempt whose task attempts count from 0 again
+        return e["Stage Attempt ID"], e["Task Info"]["Attempt"]
+
     for lost in lost_tasks:
         # Spark re-ran the lost task: a later attempt of the same partition succeeded on a surviving executor
-        (rerun,) = [
+        later = [
             e
             for e in task_ends
             if e["Stage ID"] == lost["Stage ID"]
             and e["Task Info"]["Index"] == lost["Task Info"]["Index"]
-            and e["Task Info"]["Attempt"] > lost["Task Info"]["Attempt"]
+            and attempt(e) > attempt(lost)
             and e["Task End Reason"]["Reason"] == "Success"
         ]
+        assert later, f"stage {lost['Stage ID']} partition {lost['Task Info']['Index']}: lost and never re-run"
+        rerun = later[0]
         assert rerun["Task Info"]["Executor ID"] not in lost_executor
         reruns.append(
             {
